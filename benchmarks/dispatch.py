@@ -1,0 +1,169 @@
+"""Dispatch overhead on a work pool: prefect_hpo against a bare `run_deployment` loop, from one run.
+
+    .venv/bin/python -m benchmarks.dispatch [--trials 8] [--seconds 5]
+
+Starts `prefect server start` on a free loopback port and two process workers (`--limit 2`
+each: 2 workers x 2 slots), with PREFECT_WORKER_QUERY_SECONDS=1 and
+PREFECT_WORKER_PREFETCH_SECONDS=0. Each trial sleeps `--seconds`. Printed per case: wall
+time, slot utilization (trials x seconds / (wall x 4 slots)), and the median delay from
+launch to the trial's start (prefect_hpo: trial created -> its first report; bare: flow run
+created -> running). The bare case runs the same sleeping flow through
+`run_deployment` from 4 threads, with no prefect_hpo in it. Target (issue 4): prefect_hpo's
+utilization at least 90% of the bare loop's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextvars
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SLOTS = 4
+
+
+@flow(name="bench-sleep")
+def sleep_flow(seconds: float, launched: float) -> dict[str, float]:
+    """The bare case's trial: note when it started, sleep."""
+    started = time.time()
+    time.sleep(seconds)
+    return {"delay": started - launched, "busy": time.time() - started}
+
+
+def sleeping_trial(config: dict[str, Any], trial: Any) -> float:
+    """prefect_hpo's trial: the same sleep, with its start time reported to the store."""
+    trial.report(0, started=time.time())
+    time.sleep(config["seconds"])
+    return 0.0
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def _wait_for(url: str, proc: subprocess.Popen[bytes]) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("prefect server exited")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("prefect server did not answer within 120 s")
+
+
+def bare(trials: int, seconds: float) -> tuple[float, list[float], float]:
+    def one(_: int) -> float:
+        """Launch -> start of the flow run, from the run's own timestamps (its result is not stored)."""
+        run = run_deployment(
+            "bench-sleep/bench-sleep", parameters={"seconds": seconds, "launched": time.time()}, poll_interval=0.5
+        )
+        assert run.start_time is not None  # type: ignore[union-attr]
+        return (run.start_time - run.created).total_seconds()  # type: ignore[union-attr, operator]
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(SLOTS) as pool:
+        # Prefect's settings (the server's URL) live in context variables: each thread gets a copy
+        futures = [pool.submit(contextvars.copy_context().run, one, i) for i in range(trials)]
+        delays = [f.result() for f in futures]
+    wall = time.perf_counter() - start
+    return wall, delays, trials * seconds
+
+
+def with_prefect_hpo(trials: int, seconds: float, storage: str) -> tuple[float, list[float], float]:
+    from benchmarks.dispatch import sleeping_trial as trial  # under its importable name, not __main__
+    from prefect_hpo import Budget, Categorical, SqlTrialStore, sweep
+    from prefect_hpo.executors.workpool import WorkPoolExecutor
+
+    start = time.perf_counter()
+    result = sweep(
+        trial,
+        {"seconds": Categorical([seconds]), "i": Categorical(list(range(trials)))},
+        "loss",
+        "grid",
+        Budget(max_trials=trials, max_concurrent=SLOTS),
+        storage=storage,
+        name="dispatch",
+        executor=WorkPoolExecutor(pool="bench", default_queue="default", poll_interval=0.2),
+        show_progress=False,
+    )
+    wall = time.perf_counter() - start
+    store = SqlTrialStore(storage)
+    started = {r.number: r.metrics["started"] for r in store.reports(result.records[0].sweep_id)}
+    delays = [started[r.number] - r.created_at.timestamp() for r in result.records if r.created_at]  # type: ignore[union-attr]
+    busy = trials * seconds  # as in the bare case: the work asked for, not its measured duration
+    store.close()
+    return wall, delays, busy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        port = 4300 + os.getpid() % 500
+        url = f"http://127.0.0.1:{port}/api"
+        env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        env.pop("PREFECT_API_URL", None)
+        server = _start([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, home / "s.log")
+        workers: list[subprocess.Popen[bytes]] = []
+        try:
+            _wait_for(url, server)
+            with temporary_settings({PREFECT_API_URL: url}):
+                from prefect_hpo.deploy import deploy_trial_flow, ensure_work_pool
+
+                ensure_work_pool("bench", {"default": None})
+                deploy_trial_flow(ROOT, pool="bench", default_queue="default")
+                sleep_deploy = flow.from_source(source=str(ROOT), entrypoint="benchmarks/dispatch.py:sleep_flow")
+                sleep_deploy.deploy(  # type: ignore[union-attr]
+                    name="bench-sleep", work_pool_name="bench", build=False, push=False, print_next_steps=False
+                )
+                wenv = dict(
+                    env, PREFECT_API_URL=url, PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="0"
+                )
+                for i in range(2):
+                    cmd = [prefect, "worker", "start", "--pool", "bench", "--limit", "2", "--name", f"w{i}"]
+                    workers.append(_start(cmd, wenv, home / f"w{i}.log"))
+                time.sleep(5)  # let both workers register before the first launch (start-up, not measured)
+                rows = [
+                    ("bare run_deployment loop", *bare(args.trials, args.seconds)),
+                    (
+                        "prefect_hpo WorkPoolExecutor",
+                        *with_prefect_hpo(args.trials, args.seconds, f"sqlite:///{home}/hpo.db"),
+                    ),
+                ]
+        finally:
+            for proc in [*workers, server]:
+                proc.terminate()
+                proc.wait(timeout=30)
+    print(f"{args.trials} trials of {args.seconds:g} s, 2 workers x 2 slots, {os.cpu_count()} cores\n")
+    print("| case | wall s | utilization | median launch -> first line s |")
+    print("| --- | ---: | ---: | ---: |")
+    base = None
+    for name, wall, delays, busy in rows:
+        use = busy / (wall * SLOTS)
+        base = base or use
+        print(f"| {name} | {wall:.1f} | {use:.0%} ({use / base:.0%} of bare) | {statistics.median(delays):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Create the `hpo` work pool, its `gpu` and `cpu` queues and the trial deployment, idempotently.
+
+    PREFECT_API_URL=http://host:4200/api python deployments/setup_pool.py [--pool hpo] [--gpu-limit 1]
+
+Then start a worker per queue on the machines that have the resources:
+
+    prefect worker start --pool hpo --work-queue gpu
+    prefect worker start --pool hpo --work-queue cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prefect_hpo.deploy import setup_work_pool
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pool", default="hpo")
+    parser.add_argument("--gpu-limit", type=int, default=1, help="concurrency limit of the gpu queue")
+    parser.add_argument("--project-dir", default=str(Path(__file__).resolve().parents[1]))
+    args = parser.parse_args()
+    deployment = setup_work_pool(args.project_dir, pool=args.pool, queues={"gpu": args.gpu_limit, "cpu": None})
+    print(f"pool {args.pool!r} with queues gpu, cpu; trial deployment {deployment}")
+
+
+if __name__ == "__main__":
+    main()

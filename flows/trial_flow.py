@@ -1,0 +1,102 @@
+"""The generic trial flow: one trial, run by a Prefect worker from a work pool.
+
+It imports the training function by its import path, reads its trial from the
+trial store, runs it with reports and scheduler decisions going through the
+store, and records how it ended there, so the parent needs nothing back from
+the flow run itself. Import paths resolve from the deployment's working folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+from typing import Any
+
+from prefect import flow
+from prefect.states import Cancelled
+
+from prefect_hpo.errors import StoreError
+from prefect_hpo.objective import build_objectives
+from prefect_hpo.records import TrialState
+from prefect_hpo.schedulers import scheduler_from_dict
+from prefect_hpo.store.sql import SqlTrialStore
+from prefect_hpo.trial import TrainFn, TrialSpec, run_training
+
+
+def load_function(path: str) -> TrainFn:
+    """`package.module:function` -> the function, importable from the current working folder."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"train must be an import path like 'package.module:function', got {path!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    fn = getattr(importlib.import_module(module_name), attr)
+    if not callable(fn):
+        raise TypeError(f"{path} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+class Heartbeat:
+    """Writes the trial's sign of life to the store every `interval` seconds, from a daemon thread."""
+
+    def __init__(self, store: SqlTrialStore, trial_id: int, interval: float) -> None:
+        self._store, self._trial_id, self._interval = store, trial_id, interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="hpo-heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self._store.beat(self._trial_id)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self._store.beat(self._trial_id)
+
+    def __exit__(self, *_: object) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=self._interval + 5)
+
+
+@flow(name="hpo-trial", log_prints=False)
+def hpo_trial(storage: str, sweep_id: int, number: int, train: str, spec: dict[str, Any]) -> Any:
+    """Run trial `number` of sweep `sweep_id` and record its end in the store.
+
+    Returns the trial's state name; a trial stopped early ends its flow run Cancelled,
+    with the reason, so the Prefect UI shows it as stopped too.
+    """
+    store = SqlTrialStore(storage)
+    try:
+        record = store.trial(sweep_id, number)
+        if record.state != TrialState.RUNNING:
+            return record.state.value  # a relaunch of an attempt that already ended: nothing to do
+        trial_spec = TrialSpec(
+            trial_id=record.id,
+            number=number,
+            sweep_name=spec["sweep_name"],
+            config=record.config,
+            objectives=build_objectives(spec["objectives"]),
+            max_steps=spec.get("max_steps"),
+            pass_trial=spec.get("pass_trial", True),
+            sweep_id=sweep_id,
+            bracket=record.bracket,
+            scheduler=scheduler_from_dict(spec.get("scheduler")),
+            min_steps=spec.get("min_steps"),
+            attempt=record.attempt,
+            resume_step=record.last_step if record.attempt > 1 else None,
+            checkpoint_root=spec.get("checkpoint_root"),
+            max_total_steps=spec.get("max_total_steps"),
+        )
+        with Heartbeat(store, record.id, float(spec.get("heartbeat_interval", 2.0))):
+            outcome = run_training(load_function(train), trial_spec, store)
+        try:
+            final = store.finish_trial(record.id, outcome)
+        except StoreError:  # the sweep decided first (time limit, lost heartbeat): its record stands
+            return store.trial(sweep_id, number).state.value
+        if final.state == TrialState.PRUNED:
+            return Cancelled(message=f"trial {number} stopped: {final.reason}")
+        return final.state.value
+    finally:
+        store.close()

@@ -1,0 +1,128 @@
+"""`sweep()`: the one call a user makes. Validates everything, then runs the sweep flow."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from prefect_hpo.budget import Budget
+from prefect_hpo.errors import PrefectHPOError
+from prefect_hpo.executors.local import WorkerKind
+from prefect_hpo.executors.workpool import WorkPoolExecutor
+from prefect_hpo.flows import build_search, import_path, sweep_flow
+from prefect_hpo.objective import Objective, build_objectives
+from prefect_hpo.result import SweepResult
+from prefect_hpo.schedulers import Scheduler
+from prefect_hpo.space import SearchSpace
+from prefect_hpo.store.sql import SqlTrialStore
+from prefect_hpo.store.urls import default_home, resolve_storage
+from prefect_hpo.strategies import Strategy
+from prefect_hpo.trial import TrainFn, wants_trial
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,199}$")
+
+
+def _default_name(train: TrainFn) -> str:
+    """The training function's name, reduced to the characters a sweep name may hold."""
+    raw = getattr(train, "__name__", "") or ""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-._") or "sweep"
+
+
+def sweep(
+    train: TrainFn,
+    space: SearchSpace | Mapping[str, Any] | str,
+    objective: Objective | str | Mapping[str, Any] | Sequence[Any] = "loss",
+    strategy: str | optuna.samplers.BaseSampler | Strategy = "tpe",
+    budget: Budget | None = None,
+    storage: str | None = None,
+    name: str | None = None,
+    *,
+    seed: int | None = None,
+    scheduler: str | Mapping[str, Any] | Scheduler | None = None,
+    checkpoints: str | None = None,
+    workers: WorkerKind = "processes",
+    grid_resolution: int = 5,
+    max_consecutive_duplicates: int = 20,
+    show_progress: bool | None = None,
+    executor: WorkPoolExecutor | None = None,
+    max_retries: int = 2,
+) -> SweepResult:
+    """Search `space` for the configuration that optimises `objective`, as a Prefect flow.
+
+    Args:
+        train: `train(config, trial)` or `train(config)`; returns a number or a dict of numbers.
+        space: parameter name -> Float/Int/Categorical/Fixed, their dict form, or YAML text.
+        objective: `Objective("val_loss", "min")`, "val_loss:min", or a list of them (Pareto front).
+        strategy: "grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2", an Optuna sampler,
+            or an object with `ask()` / `tell(trial)`.
+        budget: limits; default `Budget()` (20 trials, one at a time).
+        storage: SQLAlchemy URL or a file path for SQLite; default a SQLite file in ~/.prefect_hpo.
+        name: the sweep's name in the store and the flow run's name; a sweep of the same
+            name and space continues where it stopped. Default: the training function's name.
+        scheduler: early stopping: "fifo" (default: none), "median", "asha", "hyperband", a dict
+            such as {"type": "asha", "max_t": 27, "grace_period": 1, "reduction_factor": 3},
+            or a scheduler object. "tpe" with "asha"/"hyperband" runs as BOHB.
+        checkpoints: folder or fsspec URL for trial checkpoints (promotion-form schedulers);
+            default: ~/.prefect_hpo/checkpoints.
+        seed: makes sampling reproducible (exactly so with max_concurrent=1).
+        workers: "processes" (default; CPU-bound trials run in parallel) or "threads".
+        grid_resolution: points per continuous range for the grid strategy.
+        max_consecutive_duplicates: proposals in a row that repeat an evaluated configuration
+            before the space counts as exhausted.
+        show_progress: draw a progress bar (default: when stderr is a terminal).
+        executor: `WorkPoolExecutor(pool=..., queues=...)` runs each trial as a flow run of the
+            trial deployment on a Prefect work pool (default: this machine's processes or threads);
+            `train` must then be importable by the workers.
+        max_retries: times a trial whose worker died (FAIL_RECOVERABLE) runs again, as a new
+            attempt, before it counts as FAIL.
+
+    Raises:
+        PrefectHPOError (a subclass naming the field) for bad input, before any trial runs;
+        TooManyFailedTrials when more trials fail than `budget.max_failed_trials`.
+    """
+    wants_trial(train)
+    search_space = SearchSpace.build(space)
+    objectives = build_objectives(objective)
+    limits = budget if budget is not None else Budget()
+    if not isinstance(limits, Budget):
+        raise PrefectHPOError(f"budget must be a Budget(...), got {limits!r}")
+    sweep_name = name if name is not None else _default_name(train)
+    if not isinstance(sweep_name, str) or not _NAME.match(sweep_name):
+        raise PrefectHPOError(
+            f"sweep name {sweep_name!r} is not usable; use letters, digits, spaces, '.', '_' or '-' "
+            "(at most 200 characters, starting with a letter or digit)"
+        )
+    build_search(strategy, scheduler, search_space, objectives, seed, grid_resolution)
+    if executor is not None:
+        import_path(train)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise PrefectHPOError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+    url = resolve_storage(storage)
+    SqlTrialStore(url).close()  # an unreachable or invalid store fails here, before Prefect starts
+
+    run = sweep_flow.with_options(
+        flow_run_name=sweep_name,
+        task_runner=ThreadPoolTaskRunner(max_workers=limits.max_concurrent),  # type: ignore[arg-type]
+    )
+    return run(
+        train=train,
+        name=sweep_name,
+        space=search_space.to_dict(),
+        objective=[o.to_dict() for o in objectives],
+        strategy=strategy,
+        budget=limits.to_dict(),
+        scheduler=scheduler,
+        checkpoints=checkpoints or str(default_home() / "checkpoints"),
+        storage=url,
+        seed=seed,
+        workers=workers,
+        grid_resolution=grid_resolution,
+        max_consecutive_duplicates=max_consecutive_duplicates,
+        show_progress=show_progress,
+        executor=executor,
+        max_retries=max_retries,
+    )

@@ -1,0 +1,164 @@
+"""Where a training function really runs on this machine: a thread, or a worker process.
+
+Both give the same two-call handle (`result(timeout)`, `kill()`), so the Prefect
+task that wraps a trial does not care which one it has.
+
+Processes come from a pebble `ProcessPool`, not `concurrent.futures`: a trial past
+its time limit, or one the sweep cancels, must be killed alone, and pebble kills
+and replaces just that worker where the standard pool would break as a whole.
+Workers are spawned (not forked: the parent runs Prefect's threads and event
+loop, which a fork would copy half-way), receive the training function once,
+cloudpickled, and open their own connection to the trial store.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import concurrent.futures.process
+import multiprocessing
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import cloudpickle
+import pebble
+
+from prefect_hpo.errors import PrefectHPOError
+from prefect_hpo.records import Outcome
+from prefect_hpo.store.sql import SqlTrialStore
+from prefect_hpo.trial import ReportSink, TrainFn, TrialSpec, run_training
+
+
+class TrialKilled(PrefectHPOError):
+    """The trial's thread or process was stopped from outside before it finished."""
+
+
+class TrialDied(PrefectHPOError):
+    """The process running the trial died (a crash, a signal, os._exit)."""
+
+
+class Running(Protocol):
+    """One trial in progress."""
+
+    def result(self) -> Outcome:
+        """The outcome; TimeoutError past the time limit, TrialKilled / TrialDied otherwise."""
+        ...
+
+    def kill(self) -> None: ...
+
+
+class Runner(Protocol):
+    def start(self, spec: TrialSpec, time_limit: float | None) -> Running:
+        """Start a trial; its time limit counts from when its own code starts, not from queueing."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# ---- threads -------------------------------------------------------------------------
+
+
+class _ThreadRunning:
+    def __init__(self, target: Callable[[], Outcome], time_limit: float | None) -> None:
+        self._time_limit = time_limit
+        self._done = threading.Event()
+        self._outcome: Outcome | None = None
+        self._killed = False
+        self._thread = threading.Thread(target=self._run, args=(target,), daemon=True)
+        self._thread.start()
+
+    def _run(self, target: Callable[[], Outcome]) -> None:
+        self._outcome = target()
+        self._done.set()
+
+    def result(self) -> Outcome:
+        if not self._done.wait(self._time_limit):
+            raise TimeoutError
+        if self._killed or self._outcome is None:
+            raise TrialKilled("trial thread was abandoned")
+        return self._outcome
+
+    def kill(self) -> None:
+        # A Python thread cannot be killed: the stop request in the store ends it at its
+        # next report; here we only stop waiting for it.
+        self._killed = True
+        self._done.set()
+
+
+class ThreadRunner:
+    """Runs each trial in a daemon thread of this process (I/O-bound or GIL-releasing work)."""
+
+    def __init__(self, train: TrainFn, sink: ReportSink) -> None:
+        self._train = train
+        self._sink = sink
+
+    def start(self, spec: TrialSpec, time_limit: float | None) -> Running:
+        return _ThreadRunning(lambda: run_training(self._train, spec, self._sink), time_limit)
+
+    def close(self) -> None:
+        return None
+
+
+# ---- processes -----------------------------------------------------------------------
+
+# State of one worker process: its training function and its store connection.
+# Set once by `_init_worker` in each spawned worker; never used in the parent.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(train_bytes: bytes, storage_url: str) -> None:
+    _WORKER["train"] = cloudpickle.loads(train_bytes)
+    _WORKER["store"] = SqlTrialStore(storage_url)
+
+
+def _run_in_worker(spec: TrialSpec) -> Outcome:
+    return run_training(_WORKER["train"], spec, _WORKER["store"])
+
+
+class _ProcessRunning:
+    def __init__(self, future: pebble.ProcessFuture[Outcome]) -> None:
+        self._future = future
+
+    def result(self) -> Outcome:
+        try:
+            return self._future.result()
+        except concurrent.futures.TimeoutError:  # pebble's per-task limit: the worker was killed
+            raise TimeoutError from None
+        except concurrent.futures.CancelledError:
+            raise TrialKilled("trial process was killed") from None
+        except pebble.ProcessExpired as exc:
+            raise TrialDied(f"the worker process died with exit code {exc.exitcode}") from None
+        except concurrent.futures.process.BrokenProcessPool as exc:
+            raise TrialDied(
+                f"the worker pool broke ({exc or 'a worker failed to start'}); if the training function "
+                "lives in a script, guard the sweep with `if __name__ == '__main__':`"
+            ) from None
+
+    def kill(self) -> None:
+        self._future.cancel()  # type: ignore[no-untyped-call]
+
+
+class ProcessRunner:
+    """Runs each trial in one of `size` spawned worker processes: true parallelism for CPU-bound work."""
+
+    def __init__(self, train: TrainFn, storage_url: str, size: int) -> None:
+        try:
+            payload = cloudpickle.dumps(train)
+        except Exception as exc:  # noqa: BLE001 - pickling raises many types; all mean the same here
+            raise PrefectHPOError(
+                f"the training function cannot be sent to worker processes ({exc}); "
+                "use executor='threads', or keep unpicklable objects out of its closure"
+            ) from None
+        self._pool = pebble.ProcessPool(
+            max_workers=size,
+            initializer=_init_worker,
+            initargs=(payload, storage_url),
+            context=multiprocessing.get_context("spawn"),
+        )
+
+    def start(self, spec: TrialSpec, time_limit: float | None) -> Running:
+        return _ProcessRunning(self._pool.schedule(_run_in_worker, args=(spec,), timeout=time_limit))
+
+    def close(self) -> None:
+        self._pool.stop()  # type: ignore[no-untyped-call]
+        self._pool.join(timeout=10)

@@ -1,0 +1,238 @@
+"""Trials as flow runs on a Prefect work pool: Prefect's server, pools and workers are the distributed engine.
+
+The parent submits each trial as a Prefect task that starts one flow run of the
+`hpo-trial` deployment (`run_deployment`, a child of that task, so the UI shows
+sweep -> trial task -> trial flow run) on the queue its resources ask for. The
+trial flow records its own end in the trial store; the task watches the flow
+run's state and, if the run ended without recording anything (crashed, killed,
+cancelled), records that itself. Launches carry an idempotency key per attempt (sweep uid, trial, attempt),
+so a relaunch never starts the same attempt twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.states import Cancelling, Crashed
+
+from prefect_hpo.errors import StoreError
+from prefect_hpo.executors.base import EndedTrials, TrialHandle
+from prefect_hpo.records import Config, Outcome, TrialRecord, TrialState
+from prefect_hpo.schedulers import scheduler_to_dict
+from prefect_hpo.store.sql import SqlTrialStore
+from prefect_hpo.trial import TrialSpec
+
+Resources = Mapping[str, float] | Callable[[Config], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class WorkPoolExecutor:
+    """Where trials run: `pool`'s queues, through the trial deployment.
+
+    Args:
+        pool: the work pool's name.
+        deployment: the trial flow's deployment, "flow-name/deployment-name".
+        queues: resource name -> queue; a trial that asks for any of a resource goes to its
+            queue (first match), every other trial to `default_queue`.
+        default_queue: the queue of trials that ask for none of the listed resources.
+        resources: what each trial needs, e.g. {"gpu": 1}, or a function of the config.
+        poll_interval: seconds between looks at a running trial's flow run.
+        heartbeat_interval: seconds between a running trial's heartbeats in the store.
+        heartbeat_timeout: a running trial silent this long is taken for dead (its worker died):
+            its flow run is marked Crashed and the trial FAIL_RECOVERABLE, to be retried.
+    """
+
+    pool: str = "hpo"
+    deployment: str = "hpo-trial/hpo-trial"
+    queues: Mapping[str, str] = field(default_factory=lambda: {"gpu": "gpu"})
+    default_queue: str = "cpu"
+    resources: Resources | None = None
+    poll_interval: float = 0.5
+    heartbeat_interval: float = 2.0
+    heartbeat_timeout: float = 15.0
+
+    def queue_for(self, config: Config) -> str:
+        """The queue a trial with this configuration runs on."""
+        needs = self.resources(config) if callable(self.resources) else (self.resources or {})
+        for resource, name in self.queues.items():
+            if needs.get(resource, 0) > 0:
+                return name
+        return self.default_queue
+
+
+class _RemoteJob:
+    """One trial's flow run, shared by the task that watches it and the loop that may cancel it."""
+
+    def __init__(
+        self,
+        spec: TrialSpec,
+        parameters: dict[str, Any],
+        queue_name: str,
+        store: SqlTrialStore,
+        settings: WorkPoolExecutor,
+        time_limit: float | None,
+        sweep_uid: str,
+    ) -> None:
+        self._time_limit = time_limit
+        self.sweep_uid = sweep_uid
+        self.spec, self.parameters, self.queue_name = spec, parameters, queue_name
+        self._store, self._settings = store, settings
+        self._cancel = threading.Event()
+        self.cancel_reason: str | None = None
+        self.flow_run_id: str | None = None
+        self.final: TrialRecord | None = None
+        self.error: BaseException | None = None
+
+    def execute(self) -> TrialRecord:
+        try:
+            self.final = self._run()
+            return self.final
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def _run(self) -> TrialRecord:
+        spec = self.spec
+        run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call inside a task thread
+            self._settings.deployment,
+            parameters=self.parameters,
+            work_queue_name=self.queue_name,
+            flow_run_name=f"{spec.sweep_name}-trial-{spec.number}-{spec.attempt}",
+            idempotency_key=f"prefect-hpo:{self.sweep_uid}:{spec.number}:{spec.attempt}",
+            timeout=0,
+        )
+        self.flow_run_id = str(run.id)
+        verdict: Outcome | None = None
+        with get_client(sync_client=True) as client:
+            running_since: float | None = None
+            cancelling_sent = False
+            while True:
+                state = client.read_flow_run(run.id).state
+                if state is not None and state.is_final():
+                    break
+                now = time.time()
+                if running_since is None and state is not None and state.is_running():
+                    running_since = now
+                if running_since is not None and verdict is None:
+                    verdict = self._verdict(now, running_since)
+                    if verdict is not None:
+                        # record first, then act: a late write from the trial cannot overwrite it
+                        self._record(verdict)
+                        if verdict.state == TrialState.FAIL_RECOVERABLE:
+                            client.set_flow_run_state(run.id, Crashed(message=verdict.error), force=True)
+                        else:
+                            self._cancel.set()
+                if self._cancel.is_set() and not cancelling_sent:
+                    client.set_flow_run_state(run.id, Cancelling(message=self.cancel_reason), force=True)
+                    cancelling_sent = True
+                self._cancel.wait(self._settings.poll_interval)
+        record = self._store.trial(spec.sweep_id, spec.number)
+        if record.state != TrialState.RUNNING:
+            return record
+        # the flow run ended without recording the trial's end
+        if self.cancel_reason is not None:
+            outcome = Outcome(TrialState.PRUNED, reason=self.cancel_reason)
+        elif state is not None and state.is_cancelled():
+            outcome = Outcome(TrialState.PRUNED, reason=f"flow run {run.id} was cancelled in Prefect; not retried")
+        else:
+            name = state.name if state is not None else "unknown"
+            message = state.message if state is not None else ""
+            outcome = Outcome(
+                TrialState.FAIL_RECOVERABLE,
+                error=f"flow run {run.id} ended {name} without recording the trial: {message}",
+            )
+        return self._store.finish_trial(record.id, outcome)
+
+    def _verdict(self, now: float, running_since: float) -> Outcome | None:
+        """A running trial past its time limit, or silent past the heartbeat timeout, or None."""
+        if self._time_limit is not None and now - running_since > self._time_limit:
+            reason = f"ran past trial_time_limit={self._time_limit:g}s and was stopped"
+            self.cancel_reason = reason
+            return Outcome(
+                TrialState.FAIL, error=f"TrialTimeout: {reason}", reason=reason, duration=now - running_since
+            )
+        last = max(self._store.heartbeat(self.spec.trial_id) or running_since, running_since)
+        if now - last > self._settings.heartbeat_timeout:
+            return Outcome(
+                TrialState.FAIL_RECOVERABLE,
+                error=f"no heartbeat for {now - last:.0f}s (heartbeat_timeout={self._settings.heartbeat_timeout:g}s): "
+                "its worker died or lost the trial store",
+                duration=now - running_since,
+            )
+        return None
+
+    def _record(self, outcome: Outcome) -> None:
+        with contextlib.suppress(StoreError):  # the trial recorded its own end a moment before
+            self._store.finish_trial(self.spec.trial_id, outcome)
+
+    def cancel(self, reason: str) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+            self._store.request_stop(self.spec.trial_id, reason)
+            self._cancel.set()
+
+
+@task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE, persist_result=False)
+def remote_trial_task(number: int, config: dict[str, object], job: _RemoteJob) -> TrialRecord:
+    """One trial, as the parent sees it: the task that launches and watches its flow run."""
+    return job.execute()
+
+
+class RemoteExecutor:
+    """The running side of a `WorkPoolExecutor` inside one sweep."""
+
+    def __init__(
+        self, settings: WorkPoolExecutor, store: SqlTrialStore, train_path: str, trial_time_limit: float | None = None
+    ) -> None:
+        self._settings, self._store, self._train_path = settings, store, train_path
+        self._time_limit = trial_time_limit
+        self._uids: dict[int, str] = {}
+        self._ended = EndedTrials()
+
+    def parameters(self, spec: TrialSpec) -> dict[str, Any]:
+        """The trial flow's parameters: plain data only (they show in the UI)."""
+        return {
+            "storage": self._store.url,
+            "sweep_id": spec.sweep_id,
+            "number": spec.number,
+            "train": self._train_path,
+            "spec": {
+                "sweep_name": spec.sweep_name,
+                "objectives": [o.to_dict() for o in spec.objectives],
+                "max_steps": spec.max_steps,
+                "pass_trial": spec.pass_trial,
+                "scheduler": scheduler_to_dict(spec.scheduler),
+                "min_steps": spec.min_steps,
+                "checkpoint_root": spec.checkpoint_root,
+                "max_total_steps": spec.max_total_steps,
+                "heartbeat_interval": self._settings.heartbeat_interval,
+            },
+        }
+
+    def submit(self, record: TrialRecord, spec: TrialSpec) -> TrialHandle:
+        queue_name = self._settings.queue_for(record.config)
+        uid = self._uids.setdefault(spec.sweep_id, str(self._store.sweep(spec.sweep_id)["uid"]))
+        job = _RemoteJob(spec, self.parameters(spec), queue_name, self._store, self._settings, self._time_limit, uid)
+        handle = TrialHandle(record=record, spec=spec, started=time.time(), detail={"job": job})
+        self._ended.watch(handle, remote_trial_task.submit(record.number, record.config, job), job)
+        return handle
+
+    def wait_any(self, handles: Sequence[TrialHandle], timeout: float | None) -> list[TrialHandle]:
+        return self._ended.wait_any(timeout)
+
+    def cancel(self, handle: TrialHandle, reason: str) -> None:
+        job: _RemoteJob = handle.detail["job"]
+        job.cancel(reason)
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,124 @@
+"""The sweep as a Prefect flow: open the store, build the parts, run the loop, return the result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+
+from prefect_hpo.budget import Budget
+from prefect_hpo.errors import TrialFunctionError
+from prefect_hpo.executors.local import LocalExecutor, WorkerKind
+from prefect_hpo.executors.workpool import RemoteExecutor, WorkPoolExecutor
+from prefect_hpo.loop import LoopSettings, run_loop
+from prefect_hpo.objective import Objective, build_objectives
+from prefect_hpo.reporting.terminal import TerminalReporter
+from prefect_hpo.result import SweepResult, result_from_store
+from prefect_hpo.schedulers import FIFOScheduler, Scheduler, build_scheduler
+from prefect_hpo.space import SearchSpace
+from prefect_hpo.store.sql import SqlTrialStore
+from prefect_hpo.strategies import Strategy, build_strategy, strategy_name
+from prefect_hpo.trial import TrainFn, wants_trial
+
+
+def build_search(
+    strategy: Any,
+    scheduler: Any,
+    space: SearchSpace,
+    objectives: tuple[Objective, ...],
+    seed: int | None,
+    grid_resolution: int,
+) -> tuple[Scheduler, Strategy]:
+    """The scheduler, and the strategy that sees its rungs (so that "tpe" + ASHA/Hyperband is BOHB)."""
+    stopper = build_scheduler(scheduler, seed=seed)
+    searcher = build_strategy(
+        strategy,
+        space,
+        objectives,
+        seed=seed,
+        grid_resolution=grid_resolution,
+        rung_levels=tuple(getattr(stopper, "levels", ())),
+    )
+    return stopper, searcher
+
+
+def import_path(train: TrainFn | str) -> str:
+    """`module:function` for a training function that workers on other machines can import."""
+    if isinstance(train, str):
+        return train
+    module, name = getattr(train, "__module__", None), getattr(train, "__qualname__", "")
+    if not module or module == "__main__" or "<" in name:
+        raise TrialFunctionError(
+            f"trials on a work pool import the training function by name, but {name or train!r} is defined "
+            f"in {module or 'no module'}; move it into an importable module (or pass 'package.module:function')"
+        )
+    return f"{module}:{name}"
+
+
+@flow(name="hpo-sweep", validate_parameters=False)
+def sweep_flow(
+    train: TrainFn,
+    name: str,
+    space: dict[str, Any],
+    objective: list[dict[str, str]],
+    strategy: Any,
+    budget: dict[str, Any],
+    storage: str,
+    scheduler: Any = None,
+    checkpoints: str | None = None,
+    seed: int | None = None,
+    workers: WorkerKind = "processes",
+    grid_resolution: int = 5,
+    max_consecutive_duplicates: int = 20,
+    show_progress: bool | None = None,
+    executor: WorkPoolExecutor | None = None,
+    max_retries: int = 2,
+) -> SweepResult:
+    """Run one sweep to its end. Parameters are plain data (what a deployment form carries)."""
+    logger = get_run_logger()
+    search_space = SearchSpace.build(space)
+    objectives = build_objectives(objective)
+    limits = Budget.from_dict(budget)
+    store = SqlTrialStore(storage)
+    runner: LocalExecutor | RemoteExecutor | None = None
+    try:
+        sweep_id = store.open_sweep(
+            name,
+            space=search_space.to_dict(),
+            objectives=[o.to_dict() for o in objectives],
+            strategy=strategy_name(strategy),
+            budget=limits.to_dict(),
+        )
+        ctx = FlowRunContext.get()
+        store.start_sweep(sweep_id, str(ctx.flow_run.id) if ctx and ctx.flow_run else None)
+        stopper, searcher = build_search(strategy, scheduler, search_space, objectives, seed, grid_resolution)
+        if executor is not None:
+            runner = RemoteExecutor(executor, store, import_path(train), limits.trial_time_limit)
+        else:
+            runner = LocalExecutor(
+                train, store, workers=workers, slots=limits.max_concurrent, trial_time_limit=limits.trial_time_limit
+            )
+        reporter = TerminalReporter(name, objectives, logger, limits.max_trials, show_bar=show_progress)
+        settings = LoopSettings(
+            sweep_id=sweep_id,
+            sweep_name=name,
+            objectives=objectives,
+            budget=limits,
+            pass_trial=wants_trial(train) if callable(train) else True,
+            scheduler=None if isinstance(stopper, FIFOScheduler) and stopper.max_t is None else stopper,
+            checkpoint_root=checkpoints,
+            max_retries=max_retries,
+            max_consecutive_duplicates=max_consecutive_duplicates,
+        )
+        try:
+            outcome = run_loop(searcher, store, runner, settings, reporter)
+        except BaseException as exc:
+            store.finish_sweep(sweep_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        store.finish_sweep(sweep_id, outcome.status, outcome.reason)
+        return result_from_store(store, sweep_id)
+    finally:
+        if runner is not None:
+            runner.close()
+        store.close()

@@ -1,0 +1,316 @@
+"""The search loop: keep every slot busy, hear each end at once, tell the strategy, check the budget.
+
+Pure wiring of the narrow interfaces (strategy, store, executor, reporter); it
+knows nothing of Prefect. Each new trial is committed to the store before it is
+submitted, and each end is committed (by the executor) before the loop hears of
+it, so the loop's own counters are a cache of what the store already says.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from prefect_hpo.budget import Budget, BudgetStatus, Usage
+from prefect_hpo.errors import StoreError, TooManyFailedTrials
+from prefect_hpo.executors.base import Executor, TrialHandle
+from prefect_hpo.objective import Objective
+from prefect_hpo.records import Config, TrialRecord, TrialState
+from prefect_hpo.schedulers.base import Scheduler
+from prefect_hpo.space import config_hash
+from prefect_hpo.store.sql import SqlTrialStore
+from prefect_hpo.strategies.base import MultiFidelityStrategy, Strategy
+from prefect_hpo.trial import TrialSpec
+
+#: States whose configuration counts as already evaluated (or being evaluated).
+_EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.PAUSED)
+
+
+class Reporter(Protocol):
+    """Hears of the sweep's progress (terminal bar, logs, later artifacts)."""
+
+    def trial_started(self, trial: TrialRecord) -> None: ...
+
+    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None: ...
+
+    def sweep_ended(self, status: BudgetStatus, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    sweep_id: int
+    sweep_name: str
+    objectives: tuple[Objective, ...]
+    budget: Budget
+    pass_trial: bool
+    scheduler: Scheduler | None = None
+    checkpoint_root: str | None = None
+    max_consecutive_duplicates: int = 20
+    max_retries: int = 2
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    status: str  # "finished" | "failed"
+    reason: str
+
+
+class _Counter:
+    """The budget's usage, kept in memory between events and seeded from the store."""
+
+    def __init__(self, usage: Usage, started_at: float) -> None:
+        self.steps = usage.total_steps
+        self.started = usage.trials_started
+        self.finished = usage.trials_finished
+        self.failed = usage.trials_failed
+        self.compute = usage.compute_time
+        self.started_at = started_at
+
+    def status(self, budget: Budget, running: dict[int, TrialHandle]) -> BudgetStatus:
+        now = time.time()
+        in_flight = sum(now - h.started for h in running.values())
+        usage = Usage(
+            trials_started=self.started,
+            trials_finished=self.finished,
+            trials_failed=self.failed,
+            running=len(running),
+            elapsed=now - self.started_at,
+            compute_time=self.compute + in_flight,
+            total_steps=self.steps,
+        )
+        return BudgetStatus(budget, usage)
+
+    def ended(self, trial: TrialRecord, earlier_duration: float) -> None:
+        """Count one attempt's end; a paused trial is not finished, and its time so far counts once."""
+        self.finished += int(trial.state.is_finished)
+        self.failed += int(trial.state.is_failure)
+        self.compute += (trial.duration or 0.0) - earlier_duration
+
+
+def run_loop(
+    strategy: Strategy,
+    store: SqlTrialStore,
+    executor: Executor,
+    settings: LoopSettings,
+    reporter: Reporter,
+    clock: Callable[[], float] = time.time,
+) -> LoopResult:
+    """Run the sweep until its budget or its space is spent; returns how it ended."""
+    return _SweepLoop(strategy, store, executor, settings, reporter, clock).run()
+
+
+class _SweepLoop:
+    """One run of the loop: the trials in flight and the counters, between events."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        store: SqlTrialStore,
+        executor: Executor,
+        settings: LoopSettings,
+        reporter: Reporter,
+        clock: Callable[[], float],
+    ) -> None:
+        self.strategy, self.store, self.executor = strategy, store, executor
+        self.settings, self.reporter = settings, reporter
+        self.sid, self.budget = settings.sweep_id, settings.budget
+        for past in store.trials(self.sid):
+            if past.state.is_finished:
+                strategy.tell(past)
+        self.counter = _Counter(store.usage(self.sid), started_at=clock())
+        self.running: dict[int, TrialHandle] = {}
+        self.number = store.next_number(self.sid)
+        self.exhausted: str | None = None
+        self.duplicates_in_a_row = 0
+        self.rungs_seen = 0
+        self.learns_rungs = isinstance(strategy, MultiFidelityStrategy)
+        scheduler = settings.scheduler
+        self.promoter = scheduler if getattr(scheduler, "promotes", False) else None
+
+    def run(self) -> LoopResult:
+        while True:
+            if self.budget.max_total_steps is not None:
+                self.counter.steps = self.store.total_steps(self.sid)  # trials report steps to the store
+            status = self.counter.status(self.budget, self.running)
+            stop = status.stop_reason()
+            if stop is not None:
+                return self._stop(stop)
+            self._tell_rungs()
+            while len(self.running) < self.budget.max_concurrent and self._promote():
+                pass
+            self._start_new_trials()
+            if not self.running:
+                reason = self.exhausted or _spent_reason(self.budget, self.counter)
+                self._leave_paused(f"paused at a rung and not promoted before the sweep ended ({reason})")
+                self.reporter.sweep_ended(self.counter.status(self.budget, self.running), reason)
+                return LoopResult("finished", reason)
+            for handle in self.executor.wait_any(list(self.running.values()), timeout=_wake_in(status)):
+                self._settle(handle)
+
+    def _stop(self, reason: str) -> LoopResult:
+        """Stop every running trial, leave the paused ones, and end (with an error after too many failures)."""
+        for handle in self.running.values():
+            self.executor.cancel(handle, f"sweep stopped: {reason}")
+        while self.running:
+            for handle in self.executor.wait_any(list(self.running.values()), timeout=None):
+                self._settle(handle)
+        self._leave_paused(f"paused when the sweep stopped: {reason}")
+        status = self.counter.status(self.budget, self.running)
+        self.reporter.sweep_ended(status, reason)
+        if status.too_many_failures:
+            raise TooManyFailedTrials(
+                f"sweep {self.settings.sweep_name!r} stopped: {reason}; look at the failed trials' errors "
+                "(result.trials / the store), fix the training function, or raise budget.max_failed_trials"
+            )
+        return LoopResult("finished", reason)
+
+    def _start_new_trials(self) -> None:
+        """Fill free slots with new configurations while the budget and the space allow."""
+        while (
+            self.exhausted is None
+            and len(self.running) < self.budget.max_concurrent
+            and _may_start(self.budget, self.counter)
+        ):
+            config = self.strategy.ask()
+            if config is None:
+                self.exhausted = "search space exhausted"
+                return
+            key = config_hash(config)
+            seen = self.store.find_config(self.sid, key, _EVALUATED)
+            if seen is not None:
+                self._record_duplicate(config, key, seen)
+                continue
+            self.duplicates_in_a_row = 0
+            scheduler = self.settings.scheduler
+            bracket = scheduler.bracket_for(self.number) if scheduler else 0
+            record = self.store.create_trial(self.sid, self.number, config, key, TrialState.RUNNING, bracket=bracket)
+            self.number += 1
+            self.running[record.number] = self.executor.submit(record, self._spec(record))
+            self.counter.started += 1
+            self.reporter.trial_started(record)
+
+    def _record_duplicate(self, config: Config, key: str, seen: TrialRecord) -> None:
+        """A repeated configuration is not run: its earlier result is reused and told again."""
+        duplicate = self.store.create_trial(
+            self.sid,
+            self.number,
+            config,
+            key,
+            TrialState.PRUNED_DUPLICATE,
+            values=seen.values if seen.state.is_finished else None,
+            metrics=seen.metrics,
+            reason=f"same configuration as trial {seen.number}",
+            duplicate_of=seen.number,
+        )
+        self.number += 1
+        self.strategy.tell(duplicate)
+        self.duplicates_in_a_row += 1
+        if self.duplicates_in_a_row >= self.settings.max_consecutive_duplicates:
+            self.exhausted = (
+                f"search space exhausted: {self.duplicates_in_a_row} proposals in a row repeated "
+                "configurations already evaluated"
+            )
+
+    def _promote(self) -> bool:
+        """Resume the best promotable paused trial, if any (promotion-form schedulers)."""
+        if self.promoter is None:
+            return False
+        choice = self.promoter.next_promotion(self.store, self.sid)  # type: ignore[attr-defined]
+        if choice is None:
+            return False
+        record = self.store.resume_trial(self.store.trial(self.sid, choice[0]).id)
+        self.running[record.number] = self.executor.submit(record, self._spec(record))
+        self.reporter.trial_started(record)
+        return True
+
+    def _settle(self, handle: TrialHandle) -> None:
+        """Take in one ended attempt: count it, tell the strategy, report it."""
+        self.running.pop(handle.record.number, None)
+        if handle.error is not None:
+            raise handle.error
+        final = handle.final
+        if final is None:
+            raise StoreError(f"trial {handle.record.number} ended without a recorded state")
+        if final.state == TrialState.FAIL_RECOVERABLE:
+            if self._retry(final):
+                return
+            final = self.store.give_up(final.id, f"gave up after {final.attempt} attempts: {final.error}")
+        self.counter.ended(final, handle.record.duration or 0.0)
+        if final.state.is_finished:
+            self.strategy.tell(final)
+        self.reporter.trial_ended(final, self.counter.status(self.budget, self.running))
+
+    def _retry(self, trial: TrialRecord) -> bool:
+        """Run a recoverable failure (its worker died) again as a new attempt, up to max_retries times."""
+        if trial.attempt > self.settings.max_retries:
+            return False
+        record = self.store.resume_trial(trial.id)
+        self.running[record.number] = self.executor.submit(record, self._spec(record))
+        self.reporter.trial_started(record)
+        return True
+
+    def _tell_rungs(self) -> None:
+        """Pass rung scores stored since the last look to a strategy that learns from them (BOHB)."""
+        if not self.learns_rungs:
+            return
+        for rung_id, trial_number, _bracket, level, score in self.store.rungs(self.sid, after_id=self.rungs_seen):
+            handle = self.running.get(trial_number)
+            config = handle.record.config if handle else self.store.trial(self.sid, trial_number).config
+            self.strategy.tell_rung(config, level, score)  # type: ignore[attr-defined]
+            self.rungs_seen = rung_id
+
+    def _leave_paused(self, reason: str) -> None:
+        for left in self.store.leave_paused(self.sid, reason):
+            self.strategy.tell(left)
+            self.reporter.trial_ended(left, self.counter.status(self.budget, self.running))
+
+    def _spec(self, record: TrialRecord) -> TrialSpec:
+        """What the trial needs to run, wherever it runs."""
+        settings, budget = self.settings, self.budget
+        return TrialSpec(
+            trial_id=record.id,
+            number=record.number,
+            sweep_name=settings.sweep_name,
+            config=record.config,
+            objectives=settings.objectives,
+            max_steps=budget.max_steps,
+            pass_trial=settings.pass_trial,
+            sweep_id=self.sid,
+            bracket=record.bracket,
+            scheduler=settings.scheduler,
+            min_steps=budget.min_steps,
+            attempt=record.attempt,
+            resume_step=record.last_step if record.attempt > 1 else None,
+            checkpoint_root=settings.checkpoint_root,
+            max_total_steps=budget.max_total_steps,
+        )
+
+
+def _may_start(budget: Budget, counter: _Counter) -> bool:
+    return budget.max_trials is None or counter.started < budget.max_trials
+
+
+def _spent_reason(budget: Budget, counter: _Counter) -> str:
+    if budget.max_trials is not None and counter.started >= budget.max_trials:
+        return f"max_trials={budget.max_trials} reached"
+    return "budget spent"
+
+
+#: How often the loop looks at the steps trials have reported, under a step budget.
+STEP_BUDGET_POLL_S = 0.2
+
+
+def _wake_in(status: BudgetStatus) -> float | None:
+    """How long the loop may sleep before a budget needs checking (None: until an event)."""
+    if status.budget.max_total_steps is not None:
+        return STEP_BUDGET_POLL_S
+    waits = [w for w in (status.left_time, status.left_compute_time) if w is not None]
+    if not waits:
+        return None
+    # compute time runs faster than wall time when several trials run at once
+    return max(0.05, min(waits) / max(1, status.usage.running))
+
+
+__all__ = ["LoopResult", "LoopSettings", "Reporter", "run_loop"]

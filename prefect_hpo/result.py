@@ -1,0 +1,189 @@
+"""What a sweep returns: a plain, serializable snapshot of the store, with tables and rankings.
+
+`SweepResult` holds records, not connections: it can be pickled, passed between
+flows, or rebuilt at any time from the store with `load_result(name, storage)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from prefect_hpo.budget import Budget, BudgetStatus
+from prefect_hpo.errors import PrefectHPOError
+from prefect_hpo.objective import Objective, build_objectives, dominates
+from prefect_hpo.records import Config, Report, TrialRecord, TrialState
+from prefect_hpo.store.sql import SqlTrialStore
+from prefect_hpo.store.urls import mask_url, resolve_storage
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A sweep's trials and how it ended."""
+
+    name: str
+    objectives: tuple[Objective, ...]
+    records: tuple[TrialRecord, ...]
+    budget_status: BudgetStatus
+    stop_reason: str | None = None
+    storage: str = field(default="", repr=False)
+    reports: tuple[Report, ...] = field(default=(), repr=False)
+
+    def __repr__(self) -> str:
+        best = self.best_trial
+        return (
+            f"SweepResult(name={self.name!r}, trials={len(self.records)}, "
+            f"best_value={None if best is None else best.value!r}, storage={mask_url(self.storage)!r})"
+        )
+
+    # ---- rankings ---------------------------------------------------------------
+
+    def _ranked(self) -> list[TrialRecord]:
+        """Finished trials with finite values, best first, ties broken by trial number."""
+        first = self.objectives[0]
+        usable = [
+            r
+            for r in self.records
+            if r.state == TrialState.COMPLETE and r.values and all(math.isfinite(v) for v in r.values)
+        ]
+        return sorted(usable, key=lambda r: (first.sort_key(r.value), r.number))
+
+    @property
+    def best_trial(self) -> TrialRecord | None:
+        """The best completed trial by the first objective (None if none completed)."""
+        ranked = self._ranked()
+        return ranked[0] if ranked else None
+
+    @property
+    def best_config(self) -> Config | None:
+        best = self.best_trial
+        return None if best is None else dict(best.config)
+
+    @property
+    def best_value(self) -> float | None:
+        best = self.best_trial
+        return None if best is None else best.value
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        """Limits, used and left per kind of budget."""
+        return self.budget_status.as_dict()
+
+    def top(self, k: int = 5) -> pd.DataFrame:
+        """The k best completed trials as a table, best first."""
+        return self._frame(self._ranked()[:k])
+
+    def pareto_front(self) -> pd.DataFrame:
+        """The completed trials no other completed trial dominates, over all objectives."""
+        ranked = self._ranked()
+        front = [
+            r
+            for r in ranked
+            if not any(dominates(o.values or (), r.values or (), self.objectives) for o in ranked if o is not r)
+        ]
+        return self._frame(front)
+
+    # ---- tables and exports -------------------------------------------------------
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        """One row per trial, in trial order."""
+        return self._frame(list(self.records))
+
+    def _frame(self, records: Sequence[TrialRecord]) -> pd.DataFrame:
+        return trials_frame(records, self.objectives)
+
+    def curves(self) -> pd.DataFrame:
+        """Every trial's intermediate reports as a long table: number, state, step, one column per metric."""
+        states = {r.number: r.state.value for r in self.records}
+        rows = [{"number": r.number, "state": states.get(r.number), "step": r.step, **r.metrics} for r in self.reports]
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return pd.DataFrame(columns=["number", "state", "step"])
+        return frame.sort_values(["number", "step"], kind="stable").reset_index(drop=True)
+
+    def plot_curves(self, path: str | Path, metric: str | None = None) -> Path:
+        """Draw the training curves of `metric` (default: the first objective) to a PNG at `path`."""
+        from prefect_hpo.reporting.plots import plot_training_curves
+
+        chosen = metric or self.objectives[0].metric
+        return plot_training_curves(self.curves(), chosen, path, title=f"{self.name}: {chosen} per step")
+
+    def to_csv(self, path: str | Path) -> Path:
+        out = Path(path)
+        self.trials.to_csv(out, index=False)
+        return out
+
+    def to_parquet(self, path: str | Path) -> Path:
+        out = Path(path)
+        frame = self.trials
+        # Parquet needs one type per column; parameters may mix types across trials.
+        for column in frame.columns:
+            if column.startswith("params_") and frame[column].map(type).nunique() > 1:
+                frame[column] = frame[column].map(lambda v: None if v is None else str(v))
+        frame.to_parquet(out, index=False)
+        return out
+
+
+def trials_frame(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> pd.DataFrame:
+    """Records as a DataFrame: number, state, one column per objective, params_*, timings, errors."""
+    param_names: list[str] = []
+    for r in records:
+        for name in r.config:
+            if name not in param_names:
+                param_names.append(name)
+    rows = []
+    for r in records:
+        row: dict[str, Any] = {"number": r.number, "state": r.state.value}
+        for i, obj in enumerate(objectives):
+            row[obj.metric] = r.values[i] if r.values and i < len(r.values) else None
+        for name in param_names:
+            row[f"params_{name}"] = r.config.get(name)
+        row.update(
+            last_step=r.last_step,
+            duration=r.duration,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            attempt=r.attempt,
+            error=r.error,
+            reason=r.reason,
+            duplicate_of=r.duplicate_of,
+            worker=r.worker,
+            task_run_id=r.task_run_id,
+        )
+        rows.append(row)
+    columns = ["number", "state", *[o.metric for o in objectives], *[f"params_{n}" for n in param_names]]
+    columns += ["last_step", "duration", "started_at", "finished_at", "attempt", "error", "reason"]
+    columns += ["duplicate_of", "worker", "task_run_id"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def result_from_store(store: SqlTrialStore, sweep_id: int, stop_reason: str | None = None) -> SweepResult:
+    """Snapshot one sweep of an open store."""
+    row = store.sweep(sweep_id)
+    budget = Budget.from_dict(row["budget"])
+    return SweepResult(
+        name=row["name"],
+        objectives=build_objectives(row["objectives"]),
+        records=tuple(store.trials(sweep_id)),
+        budget_status=BudgetStatus(budget, store.usage(sweep_id, now=row["finished_at"])),
+        stop_reason=stop_reason if stop_reason is not None else row["stop_reason"],
+        storage=store.url,
+        reports=tuple(store.reports(sweep_id)),
+    )
+
+
+def load_result(name: str, storage: str | None = None) -> SweepResult:
+    """The current state of sweep `name` in `storage` (default: the prefect_hpo home's SQLite file)."""
+    store = SqlTrialStore(resolve_storage(storage))
+    try:
+        return result_from_store(store, store.sweep_id(name))
+    except PrefectHPOError:
+        raise
+    finally:
+        store.close()

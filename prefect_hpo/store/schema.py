@@ -1,0 +1,126 @@
+"""The trial store's schema: three tables, plain SQLAlchemy Core.
+
+sweeps   one row per named sweep, with a uid unique across stores (launch keys use it):
+         its space, objectives, strategy and budget as
+         JSON, a fingerprint of space + objectives (a reused name must match it),
+         status and timings.
+trials   one row per trial: (sweep_id, number) is unique; the attempt counts runs
+         of the same trial; config and its hash, state, objective values (the
+         first also as a column, for ordering), final metrics, last step, error
+         text, stop request, timings (unix seconds), worker and Prefect ids, and
+         the last heartbeat of a trial running on a remote worker.
+reports  one row per intermediate report: trial (and its sweep), step, metrics as
+         JSON, and the objective's score at that step in 'lower is better' form
+         (what schedulers average and rank; NULL for NaN or when not reported).
+rungs    one row per trial per rung it reached: bracket, level (step), score;
+         the row id is the order in which trials reached the rung.
+meta     key/value; holds the schema version.
+
+Timestamps are unix seconds (float): the same on SQLite and PostgreSQL, no
+time-zone handling, cheap to subtract for budgets.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "hpo_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+sweeps = Table(
+    "hpo_sweeps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("uid", String(32), nullable=False, unique=True),
+    Column("space", JSON, nullable=False),
+    Column("objectives", JSON, nullable=False),
+    Column("strategy", String(255), nullable=False),
+    Column("budget", JSON, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("stop_reason", Text),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("flow_run_id", String(64)),
+)
+
+trials = Table(
+    "hpo_trials",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sweep_id", Integer, ForeignKey("hpo_sweeps.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("state", String(32), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    Column("values", JSON),
+    Column("value", Float),
+    Column("metrics", JSON),
+    Column("last_step", Integer),
+    Column("error", Text),
+    Column("reason", Text),
+    Column("stop_requested", Text),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("duration", Float),
+    Column("worker", String(255)),
+    Column("task_run_id", String(64)),
+    Column("duplicate_of", Integer),
+    Column("bracket", Integer, nullable=False, default=0),
+    Column("heartbeat_at", Float),
+    UniqueConstraint("sweep_id", "number", name="uq_hpo_trials_sweep_number"),
+    Index("ix_hpo_trials_sweep_hash", "sweep_id", "config_hash"),
+    Index("ix_hpo_trials_sweep_state", "sweep_id", "state"),
+)
+
+reports = Table(
+    "hpo_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trial_id", Integer, ForeignKey("hpo_trials.id", ondelete="CASCADE"), nullable=False),
+    Column("sweep_id", Integer, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("score", Float),
+    Column("created_at", Float, nullable=False),
+    Index("ix_hpo_reports_trial_step", "trial_id", "step"),
+    Index("ix_hpo_reports_sweep_step", "sweep_id", "step"),
+)
+
+rungs = Table(
+    "hpo_rungs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sweep_id", Integer, nullable=False),
+    Column("trial_id", Integer, ForeignKey("hpo_trials.id", ondelete="CASCADE"), nullable=False),
+    Column("bracket", Integer, nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("score", Float),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("trial_id", "level", name="uq_hpo_rungs_trial_level"),
+    Index("ix_hpo_rungs_sweep_bracket_level", "sweep_id", "bracket", "level"),
+)

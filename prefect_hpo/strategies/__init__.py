@@ -1,0 +1,100 @@
+"""Search strategies: grid, random and Optuna's samplers, behind one small interface."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from prefect_hpo.errors import StrategyError
+from prefect_hpo.objective import Objective
+from prefect_hpo.space import SearchSpace
+from prefect_hpo.strategies.base import Strategy
+from prefect_hpo.strategies.bohb import BohbStrategy
+from prefect_hpo.strategies.grid import GridStrategy
+from prefect_hpo.strategies.optuna_sampler import OptunaStrategy
+
+__all__ = [
+    "BohbStrategy",
+    "GridStrategy",
+    "OptunaStrategy",
+    "Strategy",
+    "build_strategy",
+    "strategy_name",
+    "STRATEGY_NAMES",
+]
+
+
+def _gp(seed: int | None) -> optuna.samplers.BaseSampler:
+    try:
+        import torch  # noqa: F401  - GPSampler needs it; say so before Optuna fails mid-sweep
+    except ImportError:
+        raise StrategyError(
+            "strategy 'gp' needs PyTorch (Optuna's GPSampler is built on it); "
+            "install it with: pip install 'prefect-hpo[gp]'"
+        ) from None
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _qmc(seed: int | None) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():  # Optuna marks QMCSampler experimental; the user chose it by name
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(seed=seed, scramble=seed is not None, warn_independent_sampling=False)
+
+
+_SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "gp": _gp,
+    "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+    "qmc": _qmc,
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+}
+_SINGLE_OBJECTIVE_ONLY = {"cmaes"}
+STRATEGY_NAMES = ("grid", *_SAMPLERS)
+
+
+def strategy_name(strategy: Any) -> str:
+    """The name a strategy is stored under: its given name, or its class name."""
+    return strategy if isinstance(strategy, str) else type(strategy).__name__
+
+
+def build_strategy(
+    strategy: str | optuna.samplers.BaseSampler | Strategy,
+    space: SearchSpace,
+    objectives: tuple[Objective, ...],
+    *,
+    seed: int | None = None,
+    grid_resolution: int = 5,
+    rung_levels: tuple[int, ...] = (),
+) -> Strategy:
+    """A ready strategy from a name, an Optuna sampler instance, or an object with ask/tell.
+
+    "tpe" with `rung_levels` (a multi-fidelity scheduler's rungs) and one objective is BOHB.
+    """
+    if isinstance(strategy, optuna.samplers.BaseSampler):
+        return OptunaStrategy(space, objectives, strategy)
+    if isinstance(strategy, str):
+        name = strategy.lower()
+        if name == "grid":
+            return GridStrategy(space, resolution=grid_resolution)
+        if name == "tpe" and rung_levels and len(objectives) == 1:
+            return BohbStrategy(space, objectives, rung_levels, seed=seed)
+        if name not in _SAMPLERS:
+            raise StrategyError(
+                f"strategy {strategy!r} is unknown; use one of {list(STRATEGY_NAMES)} or an Optuna sampler"
+            )
+        if name in _SINGLE_OBJECTIVE_ONLY and len(objectives) > 1:
+            raise StrategyError(
+                f"strategy {name!r} optimises one objective, but {len(objectives)} were given; "
+                "use 'nsga2', 'tpe' or 'random' for several objectives"
+            )
+        return OptunaStrategy(space, objectives, _SAMPLERS[name](seed))
+    if isinstance(strategy, Strategy):
+        return strategy
+    raise StrategyError(
+        f"strategy {strategy!r} is neither a name ({list(STRATEGY_NAMES)}), an Optuna sampler, "
+        "nor an object with ask() and tell(trial)"
+    )

@@ -1,0 +1,30 @@
+"""The strategy interface: propose configurations, learn from finished trials."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from prefect_hpo.records import Config, TrialRecord
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Proposes configurations one at a time and learns from every finished trial.
+
+    `ask` returns None when the strategy has nothing new to propose (a finished
+    grid); the sweep then ends cleanly. `tell` receives every trial that ended,
+    in the order they ended, including trials the strategy did not propose in
+    this process (a resumed sweep replays the stored ones), so a strategy must
+    accept those too.
+    """
+
+    def ask(self) -> Config | None: ...
+
+    def tell(self, trial: TrialRecord) -> None: ...
+
+
+@runtime_checkable
+class MultiFidelityStrategy(Strategy, Protocol):
+    """A strategy that also learns from scores at intermediate budgets (rungs), as BOHB does."""
+
+    def tell_rung(self, config: Config, level: int, score: float) -> None: ...

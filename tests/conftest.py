@@ -1,0 +1,72 @@
+"""Shared fixtures: quiet Prefect on a reusable home, SQLite files, a fresh PostgreSQL schema per run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Prefect reads its settings from the environment when a flow first runs: set them before.
+os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect_test_home"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+os.environ.setdefault("PREFECT_HPO_HOME", str(ROOT / ".prefect_test_home" / "hpo"))
+
+PG_ADMIN_URL = os.environ.get("PREFECT_HPO_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'hpo.db'}"
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema in the local PostgreSQL, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    schema = f"hpo_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError as exc:
+        engine.dispose()
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"PostgreSQL at {PG_ADMIN_URL} must answer under CI: {exc}") from exc
+        pytest.skip(f"no PostgreSQL answers at {PG_ADMIN_URL}; start it to run these tests")
+    sep = "&" if "?" in PG_ADMIN_URL else "?"
+    try:
+        yield f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_schema_url: str) -> Iterator[str]:
+    """PostgreSQL store URL with empty tables for each test."""
+    from sqlalchemy import create_engine
+
+    from prefect_hpo.store import schema
+
+    yield pg_schema_url
+    engine = create_engine(pg_schema_url)
+    schema.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs on a SQLite file and on the local PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hpo.db'}"
+    return str(request.getfixturevalue("pg_url"))

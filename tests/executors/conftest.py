@@ -1,0 +1,104 @@
+"""A real Prefect server and real workers, started as processes and stopped by their pids."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` on a free loopback port, with its own home; its API URL."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(proc)
+            raise RuntimeError("prefect server did not answer its health check within 120 s")
+        time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def workers(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
+    """The `hpo` pool with `gpu` and `cpu` queues, the trial deployment, and one worker per queue."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from prefect_hpo.deploy import setup_work_pool
+
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        setup_work_pool(ROOT, pool="hpo")
+    home = tmp_path_factory.mktemp("prefect-workers")
+    env = dict(os.environ, PREFECT_API_URL=prefect_server, PREFECT_HOME=str(home))
+    env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="0")
+    procs = {}
+    for queue in ("gpu", "cpu"):
+        log = open(home / f"worker-{queue}.log", "wb")  # noqa: SIM115 - the process owns it
+        procs[queue] = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "hpo", "--work-queue", queue, "--name", f"worker-{queue}"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+            while len({w.name for w in client.read_workers_for_work_pool("hpo")}) < 2:
+                for queue, proc in procs.items():
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"worker {queue} exited: {(home / f'worker-{queue}.log').read_text()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("workers did not register with the pool within 90 s")
+                time.sleep(0.2)
+        yield {queue: proc.pid for queue, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            _stop(proc)

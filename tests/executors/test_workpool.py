@@ -1,0 +1,216 @@
+"""Trials as flow runs on a real work pool: a real server, real workers, PostgreSQL as the trial store."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Cancelling
+
+from prefect_hpo import Budget, Categorical, Float, SqlTrialStore, TrialState, sweep
+from prefect_hpo.errors import TrialFunctionError
+from prefect_hpo.executors.workpool import WorkPoolExecutor
+from prefect_hpo.schedulers import ASHAScheduler
+from tests.executors.conftest import PREFECT, ROOT
+from tests.workpool_train import slow_first_attempt, train
+
+pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
+
+
+def test_queue_routing() -> None:
+    executor = WorkPoolExecutor(resources=lambda c: {"gpu": 1} if c["big"] else {})
+    assert executor.queue_for({"big": True}) == "gpu" and executor.queue_for({"big": False}) == "cpu"
+    assert WorkPoolExecutor(resources={"gpu": 0.5}).queue_for({}) == "gpu"
+
+
+def test_a_sweep_runs_on_workers_by_queue_with_asha(prefect_server: str, workers: dict[str, int], pg_url: str) -> None:
+    executor = WorkPoolExecutor(pool="hpo", resources=lambda c: {"gpu": 1} if c["big"] else {})
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        result = sweep(
+            train,
+            {"q": Float(0.0, 1.0), "big": Categorical([True, False])},
+            "loss",
+            "random",
+            Budget(max_trials=8, max_concurrent=4),
+            storage=pg_url,
+            name="on-workers",
+            scheduler=ASHAScheduler(max_t=9, grace_period=1, reduction_factor=2),
+            seed=0,
+            executor=executor,
+        )
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["hpo-trial"]))
+            )
+    states = {r.state for r in result.records}
+    assert len(result.records) == 8 and states <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    by_number = {r.parameters["number"]: r for r in runs if r.parameters.get("sweep_id") == result.records[0].sweep_id}
+    assert sorted(by_number) == list(range(8))
+    for record in result.records:
+        run = by_number[record.number]
+        assert run.work_queue_name == ("gpu" if record.config["big"] else "cpu")
+        assert run.state is not None
+        # a trial the scheduler stopped ends its flow run Cancelled, with the reason
+        assert run.state.is_cancelled() if record.state == TrialState.PRUNED else run.state.is_completed()
+        assert run.parent_task_run_id is not None  # sweep -> trial task -> trial flow run
+        assert record.worker and not record.worker.endswith(f":{os.getpid()}")
+
+
+def test_a_function_workers_cannot_import_is_refused_before_anything_runs(sqlite_url: str) -> None:
+    with pytest.raises(TrialFunctionError, match="importable module"):
+        sweep(lambda c, t: 0.0, {"q": Float(0, 1)}, storage=sqlite_url, executor=WorkPoolExecutor())
+
+
+def _run_in_background(**kwargs: object) -> tuple[threading.Thread, dict[str, object]]:
+    out: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            out["result"] = sweep(**kwargs)  # type: ignore[arg-type]
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            out["error"] = exc
+
+    context = contextvars.copy_context()  # Prefect's settings (the server's URL) live in context variables
+    thread = threading.Thread(target=context.run, args=(target,), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _first_report_pid(url: str, name: str, within: float = 90) -> tuple[int, int]:
+    """(trial number, process id) of the first trial that reported its pid in sweep `name`."""
+    store = SqlTrialStore(url)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            if name in store.sweep_names():
+                for report in store.reports(store.sweep_id(name)):
+                    if "pid" in report.metrics:
+                        return report.number, int(report.metrics["pid"])
+            time.sleep(0.1)
+    finally:
+        store.close()
+    raise AssertionError(f"no trial of {name} reported its pid within {within}s")
+
+
+def _parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_killed_worker_leaves_the_trial_recoverable_and_another_worker_retries_it(
+    prefect_server: str, workers: dict[str, int], pg_url: str, tmp_path: Path
+) -> None:
+    from prefect_hpo.deploy import ensure_work_pool
+
+    env = dict(os.environ, PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path))
+    env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="0")
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        ensure_work_pool("hpo", {"spare": None})
+    spares = [
+        subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "hpo", "--work-queue", "spare", "--name", f"spare-{i}"],
+            env=env,
+            stdout=open(tmp_path / f"spare-{i}.log", "wb"),  # noqa: SIM115 - the process owns it
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        for i in range(2)
+    ]
+    executor = WorkPoolExecutor(pool="hpo", default_queue="spare", heartbeat_interval=0.5, heartbeat_timeout=4)
+    try:
+        with temporary_settings({PREFECT_API_URL: prefect_server}):
+            thread, out = _run_in_background(
+                train=slow_first_attempt,
+                space={"slow": Categorical([True])},
+                objective="loss",
+                strategy="grid",
+                budget=Budget(max_trials=1),
+                storage=pg_url,
+                name="killed",
+                executor=executor,
+            )
+            try:
+                _, pid = _first_report_pid(pg_url, "killed")
+            except AssertionError:
+                logs = "\n".join((tmp_path / f"spare-{i}.log").read_text()[-3000:] for i in range(2))
+                errors = [(r.state, r.error, r.reason) for r in getattr(out.get("result"), "records", ())]
+                raise AssertionError(f"{out} {errors}\n{logs}") from None
+            worker = _parent_pid(pid)  # the trial runs in the flow-run process the worker started
+            assert worker in {spare.pid for spare in spares}
+            os.kill(worker, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+            thread.join(timeout=120)
+        assert not thread.is_alive(), "the sweep did not finish after its worker was killed"
+        assert "error" not in out, out.get("error")
+        result = out["result"]
+        (trial,) = result.records  # type: ignore[attr-defined]
+        assert trial.state == TrialState.COMPLETE and trial.attempt == 2 and trial.value == 0.5
+    finally:
+        for spare in spares:
+            if spare.poll() is None:
+                spare.kill()
+            spare.wait(timeout=10)
+
+
+def test_a_person_cancelling_a_run_and_a_trial_time_limit(
+    prefect_server: str, workers: dict[str, int], pg_url: str
+) -> None:
+    executor = WorkPoolExecutor(pool="hpo")
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        thread, out = _run_in_background(
+            train=slow_first_attempt,
+            space={"slow": Categorical([True])},
+            objective="loss",
+            strategy="grid",
+            budget=Budget(max_trials=1),
+            storage=pg_url,
+            name="cancelled-by-a-person",
+            executor=executor,
+        )
+        _first_report_pid(pg_url, "cancelled-by-a-person")
+        with get_client(sync_client=True) as client:
+            (run,) = [
+                r
+                for r in client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["hpo-trial"]))
+                )
+                if r.name.startswith("cancelled-by-a-person-trial-0")
+            ]
+            client.set_flow_run_state(run.id, Cancelling(message="stopped from the UI"), force=True)
+        thread.join(timeout=90)
+        assert not thread.is_alive() and "error" not in out, out
+        (trial,) = out["result"].records  # type: ignore[attr-defined]
+        assert trial.state == TrialState.PRUNED and trial.attempt == 1  # recorded, and not retried
+        assert "was cancelled in Prefect; not retried" in (trial.reason or "")
+
+        timed = sweep(
+            slow_first_attempt,
+            {"slow": Categorical([True])},
+            "loss",
+            "grid",
+            Budget(max_trials=1, trial_time_limit=3),
+            storage=pg_url,
+            name="timed-out",
+            executor=executor,
+        )
+        (trial,) = timed.records
+        assert trial.state == TrialState.FAIL and "TrialTimeout" in (trial.error or "")
+        with get_client(sync_client=True) as client:
+            (run,) = [
+                r
+                for r in client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["hpo-trial"]))
+                )
+                if r.name.startswith("timed-out-trial-0")
+            ]
+        assert run.state is not None and run.state.is_cancelled()  # cancelled through the Prefect API
