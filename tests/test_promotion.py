@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from prefect_hpo import Budget, Float, SqlTrialStore, TrialState, sweep
-from prefect_hpo.records import Config
-from prefect_hpo.records import TrialRecord
+from prefect_hpo.records import Config, TrialRecord
 from prefect_hpo.schedulers import ASHAScheduler
 from prefect_hpo.schedulers.base import asha_keeps
 from prefect_hpo.trial import Trial
