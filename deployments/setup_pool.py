@@ -1,4 +1,4 @@
-"""Create the `hpo` work pool, its `gpu` and `cpu` queues and the trial deployment, idempotently.
+"""Create the `hpo` work pool, its `gpu` and `cpu` queues, the trial and the sweep deployments, idempotently.
 
     PREFECT_API_URL=http://host:4200/api python deployments/setup_pool.py [--pool hpo] [--gpu-limit 1]
 
@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--project-dir", default=str(Path(__file__).resolve().parents[1]))
     args = parser.parse_args()
     deployment = setup_work_pool(args.project_dir, pool=args.pool, queues={"gpu": args.gpu_limit, "cpu": None})
-    print(f"pool {args.pool!r} with queues gpu, cpu; trial deployment {deployment}")
+    print(f"pool {args.pool!r} with queues gpu, cpu; deployments hpo-trial/hpo-trial ({deployment})")
+    print("and hpo-run-sweep/hpo-sweep")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,6 @@ the flow run itself. Import paths resolve from the deployment's working folder.
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 import threading
 from typing import Any
 
@@ -18,24 +15,12 @@ from prefect import flow
 from prefect.states import Cancelled
 
 from prefect_hpo.errors import StoreError
+from prefect_hpo.importing import load_function
 from prefect_hpo.objective import build_objectives
 from prefect_hpo.records import TrialState
 from prefect_hpo.schedulers import scheduler_from_dict
 from prefect_hpo.store.sql import SqlTrialStore
-from prefect_hpo.trial import TrainFn, TrialSpec, run_training
-
-
-def load_function(path: str) -> TrainFn:
-    """`package.module:function` -> the function, importable from the current working folder."""
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"train must be an import path like 'package.module:function', got {path!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    fn = getattr(importlib.import_module(module_name), attr)
-    if not callable(fn):
-        raise TypeError(f"{path} is not callable")
-    return fn  # type: ignore[no-any-return]
+from prefect_hpo.trial import TrialSpec, run_training
 
 
 class Heartbeat:

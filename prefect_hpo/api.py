@@ -11,9 +11,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_hpo.budget import Budget
 from prefect_hpo.errors import PrefectHPOError
+from prefect_hpo.executors.cluster import ClusterExecutor
 from prefect_hpo.executors.local import WorkerKind
 from prefect_hpo.executors.workpool import WorkPoolExecutor
-from prefect_hpo.flows import build_search, import_path, sweep_flow
+from prefect_hpo.flows import build_search, sweep_flow
+from prefect_hpo.importing import import_path
 from prefect_hpo.objective import Objective, build_objectives
 from prefect_hpo.result import SweepResult
 from prefect_hpo.schedulers import Scheduler
@@ -48,7 +50,7 @@ def sweep(
     grid_resolution: int = 5,
     max_consecutive_duplicates: int = 20,
     show_progress: bool | None = None,
-    executor: WorkPoolExecutor | None = None,
+    executor: WorkPoolExecutor | ClusterExecutor | None = None,
     max_retries: int = 2,
 ) -> SweepResult:
     """Search `space` for the configuration that optimises `objective`, as a Prefect flow.
@@ -75,8 +77,9 @@ def sweep(
             before the space counts as exhausted.
         show_progress: draw a progress bar (default: when stderr is a terminal).
         executor: `WorkPoolExecutor(pool=..., queues=...)` runs each trial as a flow run of the
-            trial deployment on a Prefect work pool (default: this machine's processes or threads);
-            `train` must then be importable by the workers.
+            trial deployment on a Prefect work pool (`train` must then be importable by the workers);
+            `ClusterExecutor.dask(...)` / `.ray(...)` runs each trial as a task run on a Dask or Ray
+            cluster through Prefect's task runners. Default: this machine's processes or threads.
         max_retries: times a trial whose worker died (FAIL_RECOVERABLE) runs again, as a new
             attempt, before it counts as FAIL.
 
@@ -97,17 +100,23 @@ def sweep(
             "(at most 200 characters, starting with a letter or digit)"
         )
     build_search(strategy, scheduler, search_space, objectives, seed, grid_resolution)
-    if executor is not None:
+    if isinstance(executor, WorkPoolExecutor):
         import_path(train)
+    elif executor is not None and not isinstance(executor, ClusterExecutor):
+        raise PrefectHPOError(
+            f"executor must be a WorkPoolExecutor, a ClusterExecutor or None (this machine), got {executor!r}"
+        )
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise PrefectHPOError(f"max_retries must be a non-negative integer, got {max_retries!r}")
     url = resolve_storage(storage)
     SqlTrialStore(url).close()  # an unreachable or invalid store fails here, before Prefect starts
 
-    run = sweep_flow.with_options(
-        flow_run_name=sweep_name,
-        task_runner=ThreadPoolTaskRunner(max_workers=limits.max_concurrent),  # type: ignore[arg-type]
+    task_runner = (
+        executor.task_runner
+        if isinstance(executor, ClusterExecutor)
+        else ThreadPoolTaskRunner(max_workers=limits.max_concurrent)
     )
+    run = sweep_flow.with_options(flow_run_name=sweep_name, task_runner=task_runner)  # type: ignore[arg-type]
     return run(
         train=train,
         name=sweep_name,

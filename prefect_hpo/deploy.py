@@ -1,4 +1,4 @@
-"""One-call set-up of a work pool for sweeps: the pool, its queues and the trial deployment, idempotently."""
+"""One-call set-up of a work pool for sweeps: the pool, its queues, the trial and sweep deployments, idempotently."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
 TRIAL_ENTRYPOINT = "flows/trial_flow.py:hpo_trial"
+SWEEP_ENTRYPOINT = "flows/sweep_flow.py:hpo_run_sweep"
 
 
 def ensure_work_pool(pool: str = "hpo", queues: Mapping[str, int | None] | None = None) -> None:
@@ -26,25 +27,41 @@ def ensure_work_pool(pool: str = "hpo", queues: Mapping[str, int | None] | None 
                 client.create_work_queue(name=name, work_pool_name=pool, concurrency_limit=limit)
 
 
-def deploy_trial_flow(
-    project_dir: str | Path = ".", pool: str = "hpo", name: str = "hpo-trial", default_queue: str = "cpu"
+def deploy_flow(
+    entrypoint: str, project_dir: str | Path = ".", pool: str = "hpo", name: str = "hpo-trial", queue: str = "cpu"
 ) -> str:
-    """Deploy the trial flow from `project_dir` (which holds flows/ and the training code) to `pool`.
+    """Deploy the flow at `entrypoint` (relative to `project_dir`, which holds flows/ and the training code).
 
     No image and no remote storage: process workers on machines that share the folder run it
     there. Returns the deployment id; deploying again updates it.
     """
     source = str(Path(project_dir).resolve())
-    trial_flow = flow.from_source(source=source, entrypoint=TRIAL_ENTRYPOINT)
-    deployment_id = trial_flow.deploy(  # type: ignore[union-attr]
-        name=name, work_pool_name=pool, work_queue_name=default_queue, build=False, push=False, print_next_steps=False
+    loaded = flow.from_source(source=source, entrypoint=entrypoint)
+    deployment_id = loaded.deploy(  # type: ignore[union-attr]
+        name=name, work_pool_name=pool, work_queue_name=queue, build=False, push=False, print_next_steps=False
     )
     return str(deployment_id)
+
+
+def deploy_trial_flow(
+    project_dir: str | Path = ".", pool: str = "hpo", name: str = "hpo-trial", default_queue: str = "cpu"
+) -> str:
+    """Deploy the generic trial flow (`hpo-trial/hpo-trial`), which the sweep launches once per trial."""
+    return deploy_flow(TRIAL_ENTRYPOINT, project_dir, pool, name, default_queue)
+
+
+def deploy_sweep_flow(project_dir: str | Path = ".", pool: str = "hpo", name: str = "hpo-sweep") -> str:
+    """Deploy the sweep flow (`hpo-run-sweep/hpo-sweep`): a sweep started from the UI, a schedule or the API."""
+    return deploy_flow(SWEEP_ENTRYPOINT, project_dir, pool, name, "cpu")
 
 
 def setup_work_pool(
     project_dir: str | Path = ".", pool: str = "hpo", queues: Mapping[str, int | None] | None = None
 ) -> str:
-    """The one line: the pool, its `gpu` and `cpu` queues, and the trial deployment. Returns the deployment id."""
+    """The one line: the pool, its `gpu` and `cpu` queues, the trial and the sweep deployments.
+
+    Returns the trial deployment's id.
+    """
     ensure_work_pool(pool, queues)
+    deploy_sweep_flow(project_dir, pool)
     return deploy_trial_flow(project_dir, pool)

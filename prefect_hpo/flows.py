@@ -8,9 +8,10 @@ from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
 from prefect_hpo.budget import Budget
-from prefect_hpo.errors import TrialFunctionError
+from prefect_hpo.executors.cluster import ClusterExecutor, ClusterTrials
 from prefect_hpo.executors.local import LocalExecutor, WorkerKind
 from prefect_hpo.executors.workpool import RemoteExecutor, WorkPoolExecutor
+from prefect_hpo.importing import import_path
 from prefect_hpo.loop import LoopSettings, run_loop
 from prefect_hpo.objective import Objective, build_objectives
 from prefect_hpo.reporting.terminal import TerminalReporter
@@ -43,19 +44,6 @@ def build_search(
     return stopper, searcher
 
 
-def import_path(train: TrainFn | str) -> str:
-    """`module:function` for a training function that workers on other machines can import."""
-    if isinstance(train, str):
-        return train
-    module, name = getattr(train, "__module__", None), getattr(train, "__qualname__", "")
-    if not module or module == "__main__" or "<" in name:
-        raise TrialFunctionError(
-            f"trials on a work pool import the training function by name, but {name or train!r} is defined "
-            f"in {module or 'no module'}; move it into an importable module (or pass 'package.module:function')"
-        )
-    return f"{module}:{name}"
-
-
 @flow(name="hpo-sweep", validate_parameters=False)
 def sweep_flow(
     train: TrainFn,
@@ -72,7 +60,7 @@ def sweep_flow(
     grid_resolution: int = 5,
     max_consecutive_duplicates: int = 20,
     show_progress: bool | None = None,
-    executor: WorkPoolExecutor | None = None,
+    executor: WorkPoolExecutor | ClusterExecutor | None = None,
     max_retries: int = 2,
 ) -> SweepResult:
     """Run one sweep to its end. Parameters are plain data (what a deployment form carries)."""
@@ -81,7 +69,7 @@ def sweep_flow(
     objectives = build_objectives(objective)
     limits = Budget.from_dict(budget)
     store = SqlTrialStore(storage)
-    runner: LocalExecutor | RemoteExecutor | None = None
+    runner: LocalExecutor | RemoteExecutor | ClusterTrials | None = None
     try:
         sweep_id = store.open_sweep(
             name,
@@ -93,7 +81,9 @@ def sweep_flow(
         ctx = FlowRunContext.get()
         store.start_sweep(sweep_id, str(ctx.flow_run.id) if ctx and ctx.flow_run else None)
         stopper, searcher = build_search(strategy, scheduler, search_space, objectives, seed, grid_resolution)
-        if executor is not None:
+        if isinstance(executor, ClusterExecutor):
+            runner = ClusterTrials(train, store, limits.trial_time_limit)
+        elif executor is not None:
             runner = RemoteExecutor(executor, store, import_path(train), limits.trial_time_limit)
         else:
             runner = LocalExecutor(

@@ -1,0 +1,80 @@
+"""Trials as task runs on a real local Dask cluster, through prefect-dask's DaskTaskRunner."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from prefect_hpo import Budget, Float, PrefectHPOError, TrialState, sweep
+from prefect_hpo.executors.cluster import ClusterExecutor
+from prefect_hpo.schedulers import ASHAScheduler
+from prefect_hpo.trial import Trial
+
+pytest.importorskip("prefect_dask", reason="the Dask executor needs the dask extra: pip install 'prefect-hpo[dask]'")
+pytestmark = pytest.mark.prefect
+
+
+def curve(config: dict[str, Any], trial: Trial) -> dict[str, float]:
+    loss = 1.0
+    for epoch in range(1, 10):
+        loss = config["q"] + 1.0 / epoch
+        trial.report(epoch, loss=loss, pid=float(os.getpid()))
+    return {"loss": loss, "pid": float(os.getpid())}
+
+
+def dies_once(config: dict[str, Any], trial: Trial) -> float:
+    """The first attempt of the trial with `die` takes its cluster worker process down with it."""
+    trial.report(1, loss=1.0)
+    if config["die"] > 0.5 and trial.attempt == 1:
+        os._exit(3)
+    return config["die"]
+
+
+def local_dask() -> ClusterExecutor:
+    return ClusterExecutor.dask(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+
+
+def test_a_sweep_runs_on_a_dask_cluster_with_asha(sqlite_url: str) -> None:
+    result = sweep(
+        curve,
+        {"q": Float(0.0, 1.0)},
+        "loss",
+        "random",
+        Budget(max_trials=10, max_concurrent=2),
+        storage=sqlite_url,
+        scheduler=ASHAScheduler(max_t=9, grace_period=1, reduction_factor=3),
+        seed=3,
+        executor=local_dask(),
+    )
+    states = {r.state for r in result.records}
+    assert len(result.records) == 10 and states <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    # every trial ran in a Dask worker process, recorded by the task itself with its task run id
+    pids = {r.metrics["pid"] for r in result.records}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert all(r.task_run_id for r in result.records)
+    assert all(r.last_step == 9 for r in result.records if r.state == TrialState.COMPLETE)
+
+
+def test_a_lost_cluster_worker_leaves_the_trial_recoverable_and_it_is_retried(sqlite_url: str) -> None:
+    result = sweep(
+        dies_once,
+        {"die": Float(0.0, 1.0)},
+        "loss",
+        "grid",
+        Budget(max_trials=3, max_concurrent=1),
+        storage=sqlite_url,
+        grid_resolution=3,  # die = 0.0, 0.5, 1.0: the last one kills its worker once
+        executor=local_dask(),
+    )
+    by_die = {r.config["die"]: r for r in result.records}
+    assert set(by_die) == {0.0, 0.5, 1.0}
+    assert all(r.state == TrialState.COMPLETE for r in result.records)
+    assert by_die[1.0].attempt == 2 and by_die[0.0].attempt == 1  # a retry is a new attempt of the same trial
+
+
+def test_a_missing_extra_or_a_wrong_executor_is_named() -> None:
+    with pytest.raises(PrefectHPOError, match="executor must be a WorkPoolExecutor, a ClusterExecutor"):
+        sweep(curve, {"q": Float(0.0, 1.0)}, executor="dask")  # type: ignore[arg-type]
