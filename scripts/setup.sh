@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install prefect_hpo with its development, example, gp and dask extras.
+# Create .venv (if needed) and install prefect_hpo with its development, example, gp, dask and ray extras.
 # Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,6 @@ stamp=.venv/.prefect_hpo-installed
 want=$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing prefect_hpo and its dependencies into .venv ..."
-  .venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[dev,examples,gp,dask]"
+  .venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[dev,examples,gp,dask,ray]"
   echo "$want" > "$stamp"
 fi

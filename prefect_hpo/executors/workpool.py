@@ -101,7 +101,9 @@ class _RemoteJob:
             self.error = exc
             raise
 
-    def _run(self) -> TrialRecord:
+    def launch(self) -> FlowRun:
+        """Create this attempt's flow run, or return it if it exists: the idempotency key names the
+        attempt (sweep uid, trial number, attempt), so a parent that restarts never starts it twice."""
         spec = self.spec
         run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call inside a task thread
             self._settings.deployment,
@@ -112,6 +114,11 @@ class _RemoteJob:
             timeout=0,
         )
         self.flow_run_id = str(run.id)
+        return run
+
+    def _run(self) -> TrialRecord:
+        spec = self.spec
+        run = self.launch()
         verdict: Outcome | None = None
         with get_client(sync_client=True) as client:
             running_since: float | None = None
@@ -219,10 +226,14 @@ class RemoteExecutor:
             },
         }
 
-    def submit(self, record: TrialRecord, spec: TrialSpec) -> TrialHandle:
+    def job(self, record: TrialRecord, spec: TrialSpec) -> _RemoteJob:
+        """The launch-and-watch job of one attempt (not started)."""
         queue_name = self._settings.queue_for(record.config)
         uid = self._uids.setdefault(spec.sweep_id, str(self._store.sweep(spec.sweep_id)["uid"]))
-        job = _RemoteJob(spec, self.parameters(spec), queue_name, self._store, self._settings, self._time_limit, uid)
+        return _RemoteJob(spec, self.parameters(spec), queue_name, self._store, self._settings, self._time_limit, uid)
+
+    def submit(self, record: TrialRecord, spec: TrialSpec) -> TrialHandle:
+        job = self.job(record, spec)
         handle = TrialHandle(record=record, spec=spec, started=time.time(), detail={"job": job})
         self._ended.watch(handle, remote_trial_task.submit(record.number, record.config, job), job)
         return handle

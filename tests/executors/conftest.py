@@ -8,10 +8,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -33,12 +35,44 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`prefect server start` on a free loopback port, with its own home; its API URL."""
+def server_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for the Prefect server itself (asyncpg URL), dropped afterwards.
+
+    PostgreSQL rather than SQLite: trials on several workers write to the server at once, and the
+    SQLite-backed server answers such load with 'database is locked' and 503s.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    from tests.conftest import PG_ADMIN_URL
+
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"prefect_server_{uuid.uuid4().hex[:10]}"
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        engine.dispose()
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"PostgreSQL at {PG_ADMIN_URL} must answer under CI: {exc}") from exc
+        pytest.skip(f"no PostgreSQL answers at {PG_ADMIN_URL}; start it to run the work-pool tests")
+    url = make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name, query={})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory, server_database: str) -> Iterator[str]:
+    """`prefect server start` on a free loopback port, on its own PostgreSQL database; its API URL."""
     home = tmp_path_factory.mktemp("prefect-server")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    env.update(PREFECT_SERVER_DATABASE_CONNECTION_URL=server_database)
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
         [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -36,7 +37,13 @@ def local_dask() -> ClusterExecutor:
     return ClusterExecutor.dask(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
 
 
-def test_a_sweep_runs_on_a_dask_cluster_with_asha(sqlite_url: str) -> None:
+def local_ray() -> ClusterExecutor:
+    pytest.importorskip("prefect_ray", reason="the Ray executor needs the ray extra: pip install 'prefect-hpo[ray]'")
+    return ClusterExecutor.ray(num_cpus=2, include_dashboard=False)
+
+
+@pytest.mark.parametrize("cluster", [local_dask, local_ray], ids=["dask", "ray"])
+def test_a_sweep_runs_on_a_cluster_with_asha(sqlite_url: str, cluster: Callable[[], ClusterExecutor]) -> None:
     result = sweep(
         curve,
         {"q": Float(0.0, 1.0)},
@@ -46,14 +53,14 @@ def test_a_sweep_runs_on_a_dask_cluster_with_asha(sqlite_url: str) -> None:
         storage=sqlite_url,
         scheduler=ASHAScheduler(max_t=9, grace_period=1, reduction_factor=3),
         seed=3,
-        executor=local_dask(),
+        executor=cluster(),
     )
     states = {r.state for r in result.records}
     assert len(result.records) == 10 and states <= {TrialState.COMPLETE, TrialState.PRUNED}
     assert TrialState.PRUNED in states and TrialState.COMPLETE in states
-    # every trial ran in a Dask worker process, recorded by the task itself with its task run id
+    # every trial ran in a cluster worker process, recorded by the task itself with its task run id
     pids = {r.metrics["pid"] for r in result.records}
-    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert os.getpid() not in pids
     assert all(r.task_run_id for r in result.records)
     assert all(r.last_step == 9 for r in result.records if r.state == TrialState.COMPLETE)
 

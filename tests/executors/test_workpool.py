@@ -9,17 +9,21 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterName
+from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 
 from prefect_hpo import Budget, Categorical, Float, SqlTrialStore, TrialState, sweep
 from prefect_hpo.errors import TrialFunctionError
-from prefect_hpo.executors.workpool import WorkPoolExecutor
+from prefect_hpo.executors.workpool import RemoteExecutor, WorkPoolExecutor
+from prefect_hpo.objective import Objective
 from prefect_hpo.schedulers import ASHAScheduler
+from prefect_hpo.trial import TrialSpec
 from tests.executors.conftest import PREFECT, ROOT
 from tests.workpool_train import slow_first_attempt, train
 
@@ -40,7 +44,7 @@ def test_a_sweep_runs_on_workers_by_queue_with_asha(prefect_server: str, workers
             {"q": Float(0.0, 1.0), "big": Categorical([True, False])},
             "loss",
             "random",
-            Budget(max_trials=8, max_concurrent=4),
+            Budget(max_trials=12, max_concurrent=4),
             storage=pg_url,
             name="on-workers",
             scheduler=ASHAScheduler(max_t=9, grace_period=1, reduction_factor=2),
@@ -52,10 +56,10 @@ def test_a_sweep_runs_on_workers_by_queue_with_asha(prefect_server: str, workers
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["hpo-trial"]))
             )
     states = {r.state for r in result.records}
-    assert len(result.records) == 8 and states <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert len(result.records) == 12 and states <= {TrialState.COMPLETE, TrialState.PRUNED}
     assert TrialState.PRUNED in states and TrialState.COMPLETE in states
     by_number = {r.parameters["number"]: r for r in runs if r.parameters.get("sweep_id") == result.records[0].sweep_id}
-    assert sorted(by_number) == list(range(8))
+    assert sorted(by_number) == list(range(12))
     for record in result.records:
         run = by_number[record.number]
         assert run.work_queue_name == ("gpu" if record.config["big"] else "cpu")
@@ -214,3 +218,68 @@ def test_a_person_cancelling_a_run_and_a_trial_time_limit(
                 if r.name.startswith("timed-out-trial-0")
             ]
         assert run.state is not None and run.state.is_cancelled()  # cancelled through the Prefect API
+
+
+def _wait_final(client: Any, run_id: Any, within: float = 120) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"flow run {run_id} did not end within {within}s")
+
+
+def test_launching_an_attempt_again_returns_its_flow_run(
+    prefect_server: str, workers: dict[str, int], pg_url: str
+) -> None:
+    store = SqlTrialStore(pg_url)
+    objectives = (Objective("loss"),)
+    sid = store.open_sweep("relaunch", space={}, objectives=[o.to_dict() for o in objectives], strategy="-", budget={})
+    record = store.create_trial(sid, 0, {"q": 0.5, "big": False}, "h0")
+    spec = TrialSpec(record.id, 0, "relaunch", record.config, objectives, None, True, sweep_id=sid)
+    settings = WorkPoolExecutor(pool="hpo")
+    with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        first = RemoteExecutor(settings, store, "tests.workpool_train:train").job(record, spec).launch()
+        # a parent that restarted launches the same attempt again, from a fresh executor and store
+        again = RemoteExecutor(settings, SqlTrialStore(pg_url), "tests.workpool_train:train").job(record, spec).launch()
+        assert again.id == first.id
+        assert _wait_final(client, first.id).state.is_completed()
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[first.name])))
+        assert [r.id for r in runs] == [first.id]  # one flow run for the attempt, however often it is launched
+    assert store.trial(sid, 0).state == TrialState.COMPLETE
+
+
+def test_the_sweep_deployment_runs_a_whole_sweep_on_the_pool(
+    prefect_server: str, workers: dict[str, int], pg_url: str
+) -> None:
+    parameters = {
+        "train": "tests.workpool_train:train",
+        "space": {
+            "q": {"type": "float", "low": 0.0, "high": 1.0},
+            "big": {"type": "categorical", "choices": [True, False]},
+        },
+        "objective": "loss",
+        "strategy": "random",
+        "budget": {"max_trials": 4, "max_concurrent": 2},
+        "storage": pg_url,
+        "name": "from-a-deployment",
+        "seed": 1,
+        "pool": "hpo",
+        "gpu_when": {"big": True},
+    }
+    with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        started = run_deployment("hpo-run-sweep/hpo-sweep", parameters=parameters, timeout=0)
+        sweep_run = _wait_final(client, started.id, within=240)  # type: ignore[union-attr]
+        assert sweep_run.state.is_completed(), sweep_run.state
+        trial_runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[f"from-a-deployment-trial-{n}-1" for n in range(4)])
+            )
+        )
+    store = SqlTrialStore(pg_url)
+    records = store.trials(store.sweep_id("from-a-deployment"))
+    assert len(records) == 4 and all(r.state == TrialState.COMPLETE for r in records)
+    queues = {r.name: r.work_queue_name for r in trial_runs}
+    for r in records:
+        assert queues[f"from-a-deployment-trial-{r.number}-1"] == ("gpu" if r.config["big"] else "cpu")
