@@ -68,14 +68,19 @@ def _wait_for(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("prefect server did not answer within 120 s")
 
 
-def bare(trials: int, seconds: float) -> tuple[float, list[float], float]:
-    def one(_: int) -> float:
-        """Launch -> start of the flow run, from the run's own timestamps (its result is not stored)."""
+Row = tuple[float, list[float], list[float], float]  # wall, launch -> start, end -> seen, busy seconds
+
+
+def bare(trials: int, seconds: float) -> Row:
+    def one(_: int) -> tuple[float, float]:
+        """Launch -> start of the flow run, and its end -> run_deployment returning, from the run's timestamps."""
         run = run_deployment(
             "bench-sleep/bench-sleep", parameters={"seconds": seconds, "launched": time.time()}, poll_interval=0.5
         )
-        assert run.start_time is not None  # type: ignore[union-attr]
-        return (run.start_time - run.created).total_seconds()  # type: ignore[union-attr, operator]
+        seen = time.time()
+        assert run.start_time is not None and run.end_time is not None  # type: ignore[union-attr]
+        start_delay = (run.start_time - run.created).total_seconds()  # type: ignore[union-attr, operator]
+        return start_delay, seen - run.end_time.timestamp()  # type: ignore[union-attr]
 
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(SLOTS) as pool:
@@ -83,10 +88,13 @@ def bare(trials: int, seconds: float) -> tuple[float, list[float], float]:
         futures = [pool.submit(contextvars.copy_context().run, one, i) for i in range(trials)]
         delays = [f.result() for f in futures]
     wall = time.perf_counter() - start
-    return wall, delays, trials * seconds
+    return wall, [d[0] for d in delays], [d[1] for d in delays], trials * seconds
 
 
-def with_prefect_hpo(trials: int, seconds: float, storage: str) -> tuple[float, list[float], float]:
+def with_prefect_hpo(trials: int, seconds: float, storage: str) -> Row:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
     from benchmarks.dispatch import sleeping_trial as trial  # under its importable name, not __main__
     from prefect_hpo import Budget, Categorical, SqlTrialStore, sweep
     from prefect_hpo.executors.workpool import WorkPoolExecutor
@@ -107,9 +115,22 @@ def with_prefect_hpo(trials: int, seconds: float, storage: str) -> tuple[float, 
     store = SqlTrialStore(storage)
     started = {r.number: r.metrics["started"] for r in store.reports(result.records[0].sweep_id)}
     delays = [started[r.number] - r.created_at.timestamp() for r in result.records if r.created_at]  # type: ignore[union-attr]
-    busy = trials * seconds  # as in the bare case: the work asked for, not its measured duration
     store.close()
-    return wall, delays, busy
+    # end -> seen: the trial's flow run ending, to the parent's trial task ending (it has then read the
+    # trial's end from the store and freed the slot)
+    seen: list[float] = []
+    with get_client(sync_client=True) as client:
+        names = [f"dispatch-trial-{r.number}-1" for r in result.records]
+        runs = {
+            r.name: r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=names)))
+        }
+        for record in result.records:
+            run = runs[f"dispatch-trial-{record.number}-1"]
+            task_run = client.read_task_run(record.task_run_id)  # type: ignore[arg-type]
+            if run.end_time is not None and task_run.end_time is not None:
+                seen.append((task_run.end_time - run.end_time).total_seconds())
+    busy = trials * seconds  # as in the bare case: the work asked for, not its measured duration
+    return wall, delays, seen, busy
 
 
 def main() -> None:
@@ -156,13 +177,16 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=30)
     print(f"{args.trials} trials of {args.seconds:g} s, 2 workers x 2 slots, {os.cpu_count()} cores\n")
-    print("| case | wall s | utilization | median launch -> first line s |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| case | wall s | utilization | median launch -> start s | median end -> seen s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     base = None
-    for name, wall, delays, busy in rows:
+    for name, wall, delays, seen, busy in rows:
         use = busy / (wall * SLOTS)
         base = base or use
-        print(f"| {name} | {wall:.1f} | {use:.0%} ({use / base:.0%} of bare) | {statistics.median(delays):.2f} |")
+        print(
+            f"| {name} | {wall:.1f} | {use:.0%} ({use / base:.0%} of bare) | {statistics.median(delays):.2f} "
+            f"| {statistics.median(seen) if seen else float('nan'):.2f} |"
+        )
 
 
 if __name__ == "__main__":

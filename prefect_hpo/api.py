@@ -52,6 +52,7 @@ def sweep(
     show_progress: bool | None = None,
     executor: WorkPoolExecutor | ClusterExecutor | None = None,
     max_retries: int = 2,
+    artifact_interval: float | None = 5.0,
 ) -> SweepResult:
     """Search `space` for the configuration that optimises `objective`, as a Prefect flow.
 
@@ -82,6 +83,9 @@ def sweep(
             cluster through Prefect's task runners. Default: this machine's processes or threads.
         max_retries: times a trial whose worker died (FAIL_RECOVERABLE) runs again, as a new
             attempt, before it counts as FAIL.
+        artifact_interval: least seconds between two updates of the sweep's Prefect artifacts
+            (summary table, best configuration, progress, budget); a last update is always made
+            when the sweep ends. None: no artifacts.
 
     Raises:
         PrefectHPOError (a subclass naming the field) for bad input, before any trial runs;
@@ -105,6 +109,12 @@ def sweep(
     elif executor is not None and not isinstance(executor, ClusterExecutor):
         raise PrefectHPOError(
             f"executor must be a WorkPoolExecutor, a ClusterExecutor or None (this machine), got {executor!r}"
+        )
+    if artifact_interval is not None and (
+        isinstance(artifact_interval, bool) or not isinstance(artifact_interval, int | float) or artifact_interval < 0
+    ):
+        raise PrefectHPOError(
+            f"artifact_interval must be a number of seconds >= 0 (or None for no artifacts), got {artifact_interval!r}"
         )
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise PrefectHPOError(f"max_retries must be a non-negative integer, got {max_retries!r}")
@@ -134,4 +144,5 @@ def sweep(
         show_progress=show_progress,
         executor=executor,
         max_retries=max_retries,
+        artifact_interval=artifact_interval,
     )

@@ -12,8 +12,9 @@ from prefect_hpo.executors.cluster import ClusterExecutor, ClusterTrials
 from prefect_hpo.executors.local import LocalExecutor, WorkerKind
 from prefect_hpo.executors.workpool import RemoteExecutor, WorkPoolExecutor
 from prefect_hpo.importing import import_path
-from prefect_hpo.loop import LoopSettings, run_loop
+from prefect_hpo.loop import LoopSettings, Reporter, run_loop
 from prefect_hpo.objective import Objective, build_objectives
+from prefect_hpo.reporting.artifacts import ArtifactReporter, Reporters
 from prefect_hpo.reporting.terminal import TerminalReporter
 from prefect_hpo.result import SweepResult, result_from_store
 from prefect_hpo.schedulers import FIFOScheduler, Scheduler, build_scheduler
@@ -62,6 +63,7 @@ def sweep_flow(
     show_progress: bool | None = None,
     executor: WorkPoolExecutor | ClusterExecutor | None = None,
     max_retries: int = 2,
+    artifact_interval: float | None = 5.0,
 ) -> SweepResult:
     """Run one sweep to its end. Parameters are plain data (what a deployment form carries)."""
     logger = get_run_logger()
@@ -89,7 +91,10 @@ def sweep_flow(
             runner = LocalExecutor(
                 train, store, workers=workers, slots=limits.max_concurrent, trial_time_limit=limits.trial_time_limit
             )
-        reporter = TerminalReporter(name, objectives, logger, limits.max_trials, show_bar=show_progress)
+        reporter: Reporter = TerminalReporter(name, objectives, logger, limits.max_trials, show_bar=show_progress)
+        if artifact_interval is not None:
+            artifacts = ArtifactReporter(store, sweep_id, name, objectives, min_interval=artifact_interval)
+            reporter = Reporters(reporter, artifacts)
         settings = LoopSettings(
             sweep_id=sweep_id,
             sweep_name=name,

@@ -22,6 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.context import TaskRunContext
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling, Crashed
 
@@ -93,8 +94,10 @@ class _RemoteJob:
         self.final: TrialRecord | None = None
         self.error: BaseException | None = None
 
-    def execute(self) -> TrialRecord:
+    def execute(self, task_run_id: str | None = None) -> TrialRecord:
         try:
+            if task_run_id is not None:
+                self._store.set_task_run(self.spec.trial_id, task_run_id)
             self.final = self._run()
             return self.final
         except BaseException as exc:
@@ -192,7 +195,8 @@ class _RemoteJob:
 @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE, persist_result=False)
 def remote_trial_task(number: int, config: dict[str, object], job: _RemoteJob) -> TrialRecord:
     """One trial, as the parent sees it: the task that launches and watches its flow run."""
-    return job.execute()
+    ctx = TaskRunContext.get()
+    return job.execute(str(ctx.task_run.id) if ctx else None)
 
 
 class RemoteExecutor:

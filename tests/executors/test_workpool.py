@@ -68,6 +68,7 @@ def test_a_sweep_runs_on_workers_by_queue_with_asha(prefect_server: str, workers
         assert run.state.is_cancelled() if record.state == TrialState.PRUNED else run.state.is_completed()
         assert run.parent_task_run_id is not None  # sweep -> trial task -> trial flow run
         assert record.worker and not record.worker.endswith(f":{os.getpid()}")
+        assert record.task_run_id == str(run.parent_task_run_id)  # the store links each trial to its task run
 
 
 def test_a_function_workers_cannot_import_is_refused_before_anything_runs(sqlite_url: str) -> None:

@@ -1,0 +1,217 @@
+"""The Prefect UI as the monitoring screen: a sweep's artifacts, kept current while it runs.
+
+Four artifacts per sweep, keyed by the sweep's name made safe for Prefect's keys:
+
+- `<key>-summary`  table, one row per trial, best first (state, parameters, objective values,
+                   step reached, duration, its run);
+- `<key>-best`     markdown: the best configuration as a JSON block to copy, its metrics, and the
+                   Pareto front when there are several objectives;
+- `<key>-progress` progress: the share used of whichever budget is closest to its limit;
+- `<key>-budget`   markdown: limit, used and left per kind of budget.
+
+Everything shown is read from the trial store, the single source of truth, never
+from the loop's memory. Updates are rate-limited (`min_interval` seconds between
+two, default 5): each one is a read of the store and a few API calls, which a
+sweep of thousands of trials must not pay per trial. The last update, when the
+sweep ends, is always made.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.settings import PREFECT_UI_URL
+
+from prefect_hpo.budget import BudgetStatus
+from prefect_hpo.objective import Objective, dominates
+from prefect_hpo.records import TrialRecord, TrialState
+from prefect_hpo.store.sql import SqlTrialStore
+
+
+def artifact_key(sweep_name: str) -> str:
+    """The sweep's name as Prefect accepts in an artifact key: lowercase letters, digits and dashes."""
+    key = re.sub(r"[^a-z0-9]+", "-", sweep_name.lower()).strip("-")
+    return key or "sweep"
+
+
+def ranked(records: Sequence[TrialRecord], objective: Objective) -> list[TrialRecord]:
+    """Trials best first: completed ones by the first objective, then the rest by number."""
+
+    def key(r: TrialRecord) -> tuple[int, float, int]:
+        usable = r.state == TrialState.COMPLETE and r.value is not None and math.isfinite(r.value)
+        return (0, objective.sort_key(r.value), r.number) if usable else (1, 0.0, r.number)
+
+    return sorted(records, key=key)
+
+
+def summary_rows(
+    records: Sequence[TrialRecord], objectives: Sequence[Objective], ui_url: str | None = None
+) -> list[dict[str, Any]]:
+    """One row per trial, best first, for the summary table."""
+    rows = []
+    for r in ranked(records, objectives[0]):
+        row: dict[str, Any] = {"number": r.number, "state": r.state.value}
+        for i, o in enumerate(objectives):
+            value = r.values[i] if r.values and i < len(r.values) else None
+            row[o.metric] = None if value is None or not math.isfinite(value) else value
+        row.update({f"param {k}": _cell(v) for k, v in r.config.items()})
+        row["step"] = r.last_step
+        row["duration s"] = None if r.duration is None else round(r.duration, 3)
+        row["attempt"] = r.attempt
+        row["run"] = _run_link(r.task_run_id, ui_url)
+        row["reason"] = (r.error.strip().splitlines()[-1][:120] if r.error else r.reason) or ""
+        rows.append(row)
+    return rows
+
+
+def best_markdown(name: str, records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> str:
+    """The best configuration, ready to copy, with its metrics; the Pareto front for several objectives."""
+    order = ranked(records, objectives[0])
+    best = order[0] if order and order[0].state == TrialState.COMPLETE and order[0].value is not None else None
+    if best is None:
+        return f"# {name}: best configuration\n\nNo trial has completed yet.\n"
+    metrics = {**best.metrics, **{o.metric: v for o, v in zip(objectives, best.values or (), strict=False)}}
+    lines = [
+        f"# {name}: best configuration",
+        "",
+        f"Trial {best.number}, {objectives[0].metric} = {best.value:.6g} ({objectives[0].mode}).",
+        "",
+        "```json",
+        json.dumps(best.config, indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+        "| metric | value |",
+        "| --- | ---: |",
+        *[f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()) if isinstance(v, float | int)],
+    ]
+    if len(objectives) > 1:
+        complete = [r for r in records if r.state == TrialState.COMPLETE and r.values]
+        front = [
+            r for r in complete if not any(dominates(o.values or (), r.values or (), objectives) for o in complete)
+        ]
+        lines += ["", "## Pareto front", "", "| trial | " + " | ".join(o.metric for o in objectives) + " | config |"]
+        lines += ["| ---: |" + " ---: |" * len(objectives) + " --- |"]
+        for r in sorted(front, key=lambda r: r.number):
+            values = " | ".join(f"{v:.6g}" for v in r.values or ())
+            lines.append(f"| {r.number} | {values} | `{json.dumps(r.config, sort_keys=True, default=str)}` |")
+    return "\n".join(lines) + "\n"
+
+
+def budget_markdown(name: str, status: BudgetStatus, reason: str | None = None) -> str:
+    """What is left of each budget, like ClearML's remaining-budget report."""
+    lines = [f"# {name}: budget", "", "| budget | limit | used | left |", "| --- | ---: | ---: | ---: |"]
+    for kind, part in status.as_dict().items():
+        if isinstance(part, dict):
+            lines.append(f"| {kind} | {_num(part['limit'])} | {_num(part['used'])} | {_num(part['left'])} |")
+    lines += ["", f"Running now: {status.usage.running}. Used: {status.fraction_used():.0%} of the tightest limit."]
+    if reason:
+        lines += ["", f"Ended: {reason}."]
+    return "\n".join(lines) + "\n"
+
+
+class ArtifactReporter:
+    """Publishes a sweep's artifacts to the current flow run, at most every `min_interval` seconds."""
+
+    def __init__(
+        self,
+        store: SqlTrialStore,
+        sweep_id: int,
+        sweep_name: str,
+        objectives: tuple[Objective, ...],
+        min_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store, self._sweep_id, self._name = store, sweep_id, sweep_name
+        self._objectives = objectives
+        self._key = artifact_key(sweep_name)
+        self._min_interval, self._clock = min_interval, clock
+        self._last: float | None = None
+        self._progress_id: UUID | None = None
+        self.published = 0
+
+    def trial_started(self, trial: TrialRecord) -> None:
+        return None
+
+    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
+        now = self._clock()
+        if self._last is None or now - self._last >= self._min_interval:
+            self._publish(status, None)
+            self._last = now
+
+    def sweep_ended(self, status: BudgetStatus, reason: str) -> None:
+        self._publish(status, reason)
+
+    def _publish(self, status: BudgetStatus, reason: str | None) -> None:
+        records = self._store.trials(self._sweep_id)
+        ui_url = PREFECT_UI_URL.value()
+        create_table_artifact(
+            summary_rows(records, self._objectives, ui_url),
+            key=f"{self._key}-summary",
+            description=f"Sweep {self._name}: every trial, best first.",
+        )
+        create_markdown_artifact(
+            best_markdown(self._name, records, self._objectives),
+            key=f"{self._key}-best",
+            description=f"Sweep {self._name}: the best configuration so far.",
+        )
+        create_markdown_artifact(
+            budget_markdown(self._name, status, reason),
+            key=f"{self._key}-budget",
+            description=f"Sweep {self._name}: budget used and left.",
+        )
+        progress = 100.0 if reason is not None else round(100 * status.fraction_used(), 1)
+        if self._progress_id is None:
+            created = create_progress_artifact(
+                progress, key=f"{self._key}-progress", description=f"Sweep {self._name}: budget used."
+            )
+            self._progress_id = created if isinstance(created, UUID) else None
+        else:
+            update_progress_artifact(self._progress_id, progress)
+        self.published += 1
+
+
+class Reporters:
+    """Several reporters heard as one (the terminal and the UI)."""
+
+    def __init__(self, *reporters: Any) -> None:
+        self._reporters = reporters
+
+    def trial_started(self, trial: TrialRecord) -> None:
+        for reporter in self._reporters:
+            reporter.trial_started(trial)
+
+    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
+        for reporter in self._reporters:
+            reporter.trial_ended(trial, status)
+
+    def sweep_ended(self, status: BudgetStatus, reason: str) -> None:
+        for reporter in self._reporters:
+            reporter.sweep_ended(status, reason)
+
+
+def _cell(value: Any) -> Any:
+    return value if value is None or isinstance(value, str | int | float | bool) else json.dumps(value, default=str)
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _run_link(task_run_id: str | None, ui_url: str | None) -> str:
+    if not task_run_id:
+        return ""
+    return f"{ui_url.rstrip('/')}/runs/task-run/{task_run_id}" if ui_url else task_run_id
