@@ -14,12 +14,13 @@ from prefect_hpo.executors.workpool import RemoteExecutor, WorkPoolExecutor
 from prefect_hpo.importing import import_path
 from prefect_hpo.loop import LoopSettings, Reporter, run_loop
 from prefect_hpo.objective import Objective, build_objectives
-from prefect_hpo.reporting.artifacts import ArtifactReporter, Reporters
+from prefect_hpo.reporting.artifacts import ArtifactReporter, PlotReporter, Reporters, plots_folder
 from prefect_hpo.reporting.terminal import TerminalReporter
 from prefect_hpo.result import SweepResult, result_from_store
 from prefect_hpo.schedulers import FIFOScheduler, Scheduler, build_scheduler
 from prefect_hpo.space import SearchSpace
 from prefect_hpo.store.sql import SqlTrialStore
+from prefect_hpo.store.urls import default_home
 from prefect_hpo.strategies import Strategy, build_strategy, strategy_name
 from prefect_hpo.trial import TrainFn, wants_trial
 
@@ -94,7 +95,8 @@ def sweep_flow(
         reporter: Reporter = TerminalReporter(name, objectives, logger, limits.max_trials, show_bar=show_progress)
         if artifact_interval is not None:
             artifacts = ArtifactReporter(store, sweep_id, name, objectives, min_interval=artifact_interval)
-            reporter = Reporters(reporter, artifacts)
+            plots = PlotReporter(store, sweep_id, search_space, plots_folder(storage, name, default_home()))
+            reporter = Reporters(reporter, artifacts, plots)
         settings = LoopSettings(
             sweep_id=sweep_id,
             sweep_name=name,

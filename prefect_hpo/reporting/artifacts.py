@@ -7,7 +7,12 @@ Four artifacts per sweep, keyed by the sweep's name made safe for Prefect's keys
 - `<key>-best`     markdown: the best configuration as a JSON block to copy, its metrics, and the
                    Pareto front when there are several objectives;
 - `<key>-progress` progress: the share used of whichever budget is closest to its limit;
-- `<key>-budget`   markdown: limit, used and left per kind of budget.
+- `<key>-budget`   markdown: limit, used and left per kind of budget;
+
+and, when the sweep ends, `<key>-plots`: optimization history, parameter importance,
+parallel coordinates and training curves, drawn to PNG files next to the store and
+embedded in a markdown artifact as data URIs (the Prefect UI renders them in place;
+an image artifact would need the PNGs served at a URL the browser can reach).
 
 Everything shown is read from the trial store, the single source of truth, never
 from the loop's memory. Updates are rate-limited (`min_interval` seconds between
@@ -18,11 +23,13 @@ sweep ends, is always made.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -33,10 +40,12 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.settings import PREFECT_UI_URL
+from sqlalchemy.engine import make_url
 
 from prefect_hpo.budget import BudgetStatus
 from prefect_hpo.objective import Objective, dominates
 from prefect_hpo.records import TrialRecord, TrialState
+from prefect_hpo.space import SearchSpace
 from prefect_hpo.store.sql import SqlTrialStore
 
 
@@ -180,6 +189,57 @@ class ArtifactReporter:
         else:
             update_progress_artifact(self._progress_id, progress)
         self.published += 1
+
+
+def plots_markdown(name: str, images: dict[str, Path]) -> str:
+    """The plots as one markdown artifact, each PNG embedded as a data URI (the UI's markdown shows it)."""
+    titles = {
+        "history": "Optimization history",
+        "importance": "Parameter importance",
+        "parallel": "Parallel coordinates",
+        "curves": "Training curves",
+    }
+    lines = [f"# {name}: plots", ""]
+    for key, path in images.items():
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        lines += [f"## {titles.get(key, key)}", "", f"![{key}](data:image/png;base64,{encoded})", "", f"`{path}`", ""]
+    if not images:
+        lines.append("Nothing to draw yet: no trial has completed.")
+    return "\n".join(lines) + "\n"
+
+
+class PlotReporter:
+    """Draws the sweep's plots into `folder` when it ends, and shows them in a `<key>-plots` artifact."""
+
+    def __init__(self, store: SqlTrialStore, sweep_id: int, space: SearchSpace, folder: str | Path) -> None:
+        self._store, self._sweep_id, self._space, self._folder = store, sweep_id, space, Path(folder)
+        self.images: dict[str, Path] = {}
+
+    def trial_started(self, trial: TrialRecord) -> None:
+        return None
+
+    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
+        return None
+
+    def sweep_ended(self, status: BudgetStatus, reason: str) -> None:
+        from prefect_hpo.reporting.plots import draw_plots
+        from prefect_hpo.result import result_from_store
+
+        result = result_from_store(self._store, self._sweep_id)
+        self.images = draw_plots(result.records, self._space, result.objectives, result.curves(), self._folder)
+        create_markdown_artifact(
+            plots_markdown(result.name, self.images),
+            key=f"{artifact_key(result.name)}-plots",
+            description=f"Sweep {result.name}: optimization history, parameter importance, parallel coordinates, "
+            "training curves.",
+        )
+
+
+def plots_folder(storage_url: str, sweep_name: str, home: Path) -> Path:
+    """Where a sweep's plots go: next to a SQLite store's file, else under the prefect_hpo home."""
+    url = make_url(storage_url)
+    base = Path(url.database).parent if url.get_backend_name() == "sqlite" and url.database else home
+    return base / "plots" / artifact_key(sweep_name)
 
 
 class Reporters:

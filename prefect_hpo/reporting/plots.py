@@ -1,10 +1,105 @@
-"""Plots a person would rather look at than read, drawn with matplotlib to PNG files."""
+"""Plots a person would rather look at than read, drawn with matplotlib to PNG files.
+
+Optimization history, parameter importance and parallel coordinates are Optuna's
+own matplotlib plots, drawn over an in-memory Optuna study rebuilt from the
+store's records (we add nothing to how Optuna draws or computes importances).
+Training curves are ours: Optuna's intermediate-value plot has no notion of
+where a trial was stopped, which is what a person looks for in an ASHA sweep.
+"""
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+
+from prefect_hpo.objective import Objective
+from prefect_hpo.records import TrialRecord, TrialState
+from prefect_hpo.space import SearchSpace
+
+#: The plots `draw_plots` makes, by file stem.
+PLOT_NAMES = ("history", "importance", "parallel", "curves")
+
+
+def study_of(records: Sequence[TrialRecord], space: SearchSpace, objectives: Sequence[Objective]) -> Any:
+    """An in-memory Optuna study holding the completed trials (for Optuna's plots and importances)."""
+    import optuna
+
+    study = optuna.create_study(directions=[o.direction for o in objectives])
+    for r in records:
+        values = list(r.values or ())
+        if r.state != TrialState.COMPLETE or len(values) != len(objectives) or not all(map(math.isfinite, values)):
+            continue
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=space.to_optuna_params(r.config),
+                distributions=space.distributions(r.config),
+                values=values,
+            )
+        )
+    return study
+
+
+def draw_plots(
+    records: Sequence[TrialRecord],
+    space: SearchSpace,
+    objectives: Sequence[Objective],
+    curves: pd.DataFrame,
+    folder: str | Path,
+) -> dict[str, Path]:
+    """Draw every plot the sweep's data allows into `folder`; returns name -> PNG path.
+
+    History needs one completed trial, importance and parallel coordinates two and a searched
+    parameter, training curves an intermediate report; plots without enough data are left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import optuna.visualization.matplotlib as ovm
+
+    study = study_of(records, space, objectives)
+    complete = len(study.trials)
+    metric = objectives[0].metric
+    target: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": metric} if len(objectives) > 1 else {}
+    target_name = {"target_name": metric}
+    out: dict[str, Path] = {}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    searched = bool(space.distributions({name: None for name in space.params}))
+    makers: list[tuple[str, int, Callable[[], Any]]] = [
+        ("history", 1, lambda: ovm.plot_optimization_history(study, **(target or target_name))),
+        ("importance", 2, lambda: ovm.plot_param_importances(study, **(target or target_name))),
+        ("parallel", 2, lambda: ovm.plot_parallel_coordinate(study, **(target or target_name))),
+    ]
+    for name, needs, make in makers:
+        if complete < needs or (name != "history" and not searched):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            try:
+                axes = make()
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                # e.g. importances of trials that all scored the same: nothing to draw, the rest still is
+                continue
+        out[name] = _save(axes, folder / f"{name}.png")
+    if metric in curves.columns and not curves[metric].dropna().empty:
+        out["curves"] = plot_training_curves(curves, metric, folder / "curves.png")
+    return out
+
+
+def _save(axes: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+    figure.set_size_inches(8, 5)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def plot_training_curves(curves: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> Path:

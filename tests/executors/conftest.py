@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,23 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.servers import PREFECT, start_prefect_server, stop
+
 ROOT = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -69,34 +52,8 @@ def server_database() -> Iterator[str]:
 def prefect_server(tmp_path_factory: pytest.TempPathFactory, server_database: str) -> Iterator[str]:
     """`prefect server start` on a free loopback port, on its own PostgreSQL database; its API URL."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
-    env.update(PREFECT_SERVER_DATABASE_CONNECTION_URL=server_database)
-    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            _stop(proc)
-            raise RuntimeError("prefect server did not answer its health check within 120 s")
-        time.sleep(0.2)
-    try:
+    with start_prefect_server(home, {"PREFECT_SERVER_DATABASE_CONNECTION_URL": server_database}) as url:
         yield url
-    finally:
-        _stop(proc)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -135,4 +92,4 @@ def workers(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> It
         yield {queue: proc.pid for queue, proc in procs.items()}
     finally:
         for proc in procs.values():
-            _stop(proc)
+            stop(proc)

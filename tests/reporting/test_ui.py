@@ -1,0 +1,103 @@
+"""The sweep's plots as the Prefect UI really shows them: a real server with its UI, a real headless browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from prefect_hpo import Budget, Categorical, Float, Int, sweep
+from prefect_hpo.schedulers import ASHAScheduler
+from prefect_hpo.trial import Trial
+from tests.servers import start_prefect_server
+
+pytestmark = pytest.mark.prefect
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# the flags this machine's closed network needs (no background fetches, no QUIC), as root in a sandbox
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,2400",
+    "--virtual-time-budget=20000",  # let the single-page app fetch the artifact and render it
+]
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if CHROMIUM is None:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError("chromium must be installed under CI (.ci/run installs it)")
+        pytest.skip("no chromium: install it (apt-get install chromium) to check the UI")
+    with start_prefect_server(tmp_path_factory.mktemp("prefect-ui"), ui=True) as url:
+        yield url
+
+
+def curve(config: dict[str, Any], trial: Trial) -> None:
+    for epoch in range(1, 10):
+        trial.report(epoch, loss=config["x"] + 1.0 / epoch + 0.05 * config["n"] + (0.1 if config["a"] == "p" else 0.0))
+
+
+def browse(url: str, user_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={user_dir}", *args, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def test_the_ui_shows_the_sweeps_plots(ui_server: str, tmp_path: Path) -> None:
+    with temporary_settings({PREFECT_API_URL: ui_server}):
+        result = sweep(
+            curve,
+            {"x": Float(0.0, 1.0), "n": Int(1, 5), "a": Categorical(["p", "q"])},
+            "loss",
+            "random",
+            Budget(max_trials=12, max_concurrent=2),
+            storage=f"sqlite:///{tmp_path / 'hpo.db'}",
+            name="UI Plots",
+            seed=2,
+            scheduler=ASHAScheduler(max_t=9, grace_period=1, reduction_factor=3),
+            workers="threads",
+        )
+        with get_client(sync_client=True) as client:
+            (artifact,) = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ui-plots-plots"]))
+            )
+    # the PNGs lie next to the store
+    folder = tmp_path / "plots" / "ui-plots"
+    assert sorted(p.name for p in folder.iterdir()) == ["curves.png", "history.png", "importance.png", "parallel.png"]
+    assert len(result.records) == 12
+
+    page = ui_server.removesuffix("/api") + f"/artifacts/artifact/{artifact.id}"
+    dom = browse(page, tmp_path / "chromium-dom", "--dump-dom").stdout
+    # the UI's markdown renderer kept every embedded plot as an image (it did not sanitize it away)
+    assert dom.count('src="data:image/png;base64,') == 4, dom[-3000:]
+    for title in ("Optimization history", "Parameter importance", "Parallel coordinates", "Training curves"):
+        assert title in dom
+
+    shot = tmp_path / "artifact.png"
+    browse(page, tmp_path / "chromium-shot", f"--screenshot={shot}")
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    white = (pixels.min(axis=2) > 0.95).mean()
+    # the UI is dark; the plots are drawn on white: a page that shows them is largely white
+    assert white > 0.15, f"only {white:.1%} of the screenshot is white: the plots are not on screen ({shot})"

@@ -1,0 +1,64 @@
+"""Real Prefect servers for tests: started as processes, awaited on their health check, stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it does not exit within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def start_prefect_server(home: Path, env: Mapping[str, str] = {}, ui: bool = False) -> Iterator[str]:
+    """`prefect server start` on a free loopback port with its own home; yields its API URL once healthy."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    full = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    full.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED=str(ui).lower())
+    full.update(PREFECT_UI_API_URL=url)  # the browser's way back to this server's API
+    full.update(env)
+    log_path = home / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=full, stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"prefect server exited: {log_path.read_text()[-2000:]}")
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("prefect server did not answer its health check within 120 s")
+                time.sleep(0.2)
+            yield url
+        finally:
+            stop(proc)
