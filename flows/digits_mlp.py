@@ -39,8 +39,12 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def train(config: dict[str, Any], trial: Trial) -> dict[str, float]:
     """Train for `epochs` epochs, reporting validation log-loss and accuracy after each."""
-    x_train, x_val, y_train, y_val = data()
-    model = MLPClassifier(
+    return fit_and_report(config, trial, *data())
+
+
+def make_model(config: dict[str, Any]) -> MLPClassifier:
+    """The MLP a configuration describes."""
+    return MLPClassifier(
         hidden_layer_sizes=(config["units"],) * config["layers"],
         activation=config["act"],
         alpha=config["alpha"],
@@ -48,6 +52,13 @@ def train(config: dict[str, Any], trial: Trial) -> dict[str, float]:
         batch_size=config["batch_size"],
         random_state=0,
     )
+
+
+def fit_and_report(
+    config: dict[str, Any], trial: Trial, x_train: np.ndarray, x_val: np.ndarray, y_train: np.ndarray, y_val: np.ndarray
+) -> dict[str, float]:
+    """Train `config`'s MLP epoch by epoch on the training split, reporting validation log-loss and accuracy."""
+    model = make_model(config)
     classes = np.unique(y_train)
     loss = acc = float("nan")
     with warnings.catch_warnings():

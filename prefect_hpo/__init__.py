@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "sweep": "prefect_hpo.api",
+    "run_with_config": "prefect_hpo.retrain",
+    "SweepSpec": "prefect_hpo.spec",
     "Float": "prefect_hpo.space",
     "Int": "prefect_hpo.space",
     "Categorical": "prefect_hpo.space",
@@ -70,12 +72,18 @@ if TYPE_CHECKING:
         SweepResult as SweepResult,
         load_result as load_result,
     )
+    from prefect_hpo.retrain import (
+        run_with_config as run_with_config,
+    )
     from prefect_hpo.space import (
         Categorical as Categorical,
         Fixed as Fixed,
         Float as Float,
         Int as Int,
         SearchSpace as SearchSpace,
+    )
+    from prefect_hpo.spec import (
+        SweepSpec as SweepSpec,
     )
     from prefect_hpo.store.sql import (
         SqlTrialStore as SqlTrialStore,

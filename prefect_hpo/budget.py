@@ -29,6 +29,8 @@ class Budget:
         max_steps: steps after which a trial is told to stop (it completes).
         max_total_steps: steps run by all trials together (the last step each reached, running
             trials included); when reached, the sweep stops as at its time limit.
+        trials_per_run: new trials one run of the sweep may start; a sweep continued by name (a
+            nightly schedule, say) adds this many each run, while `max_trials` caps the total.
     """
 
     max_trials: int | None = 20
@@ -40,9 +42,10 @@ class Budget:
     min_steps: int | None = None
     max_steps: int | None = None
     max_total_steps: int | None = None
+    trials_per_run: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_trials", "max_failed_trials", "min_steps", "max_steps", "max_total_steps"):
+        for name in ("max_trials", "max_failed_trials", "min_steps", "max_steps", "max_total_steps", "trials_per_run"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise BudgetError(f"budget.{name} must be a non-negative integer or None, got {value!r}")
@@ -58,11 +61,11 @@ class Budget:
             raise BudgetError(
                 f"budget.min_steps ({self.min_steps}) exceeds budget.max_steps ({self.max_steps}); lower min_steps"
             )
-        limits = (self.max_trials, self.time_limit, self.compute_time_limit, self.max_total_steps)
+        limits = (self.max_trials, self.time_limit, self.compute_time_limit, self.max_total_steps, self.trials_per_run)
         if all(v is None for v in limits):
             raise BudgetError(
-                "budget: give at least one of max_trials, time_limit, compute_time_limit or max_total_steps, "
-                "or the sweep would never end on its own"
+                "budget: give at least one of max_trials, trials_per_run, time_limit, compute_time_limit or "
+                "max_total_steps, or the sweep would never end on its own"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -46,6 +46,13 @@ def build_search(
     return stopper, searcher
 
 
+def _run_seed(seed: int | None, stored_trials: int) -> int | None:
+    """The seed of this run of a sweep: the user's seed for a new sweep; moved on by the number of stored
+    trials when a sweep continues, so that a seeded sampler does not propose again, from the same random
+    stream, the configurations it proposed in the runs before (they would all be duplicates)."""
+    return None if seed is None or stored_trials == 0 else seed + stored_trials
+
+
 @flow(name="hpo-sweep", validate_parameters=False)
 def sweep_flow(
     train: TrainFn,
@@ -83,7 +90,9 @@ def sweep_flow(
         )
         ctx = FlowRunContext.get()
         store.start_sweep(sweep_id, str(ctx.flow_run.id) if ctx and ctx.flow_run else None)
-        stopper, searcher = build_search(strategy, scheduler, search_space, objectives, seed, grid_resolution)
+        stopper, searcher = build_search(
+            strategy, scheduler, search_space, objectives, _run_seed(seed, store.next_number(sweep_id)), grid_resolution
+        )
         if isinstance(executor, ClusterExecutor):
             runner = ClusterTrials(train, store, limits.trial_time_limit)
         elif executor is not None:

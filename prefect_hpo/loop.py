@@ -122,6 +122,7 @@ class _SweepLoop:
         self.counter = _Counter(store.usage(self.sid), started_at=clock())
         self.running: dict[int, TrialHandle] = {}
         self.number = store.next_number(self.sid)
+        self.started_in_this_run = 0
         self.exhausted: str | None = None
         self.duplicates_in_a_row = 0
         self.rungs_seen = 0
@@ -142,7 +143,7 @@ class _SweepLoop:
                 pass
             self._start_new_trials()
             if not self.running:
-                reason = self.exhausted or _spent_reason(self.budget, self.counter)
+                reason = self.exhausted or _spent_reason(self.budget, self.counter, self.started_in_this_run)
                 self._leave_paused(f"paused at a rung and not promoted before the sweep ended ({reason})")
                 self.reporter.sweep_ended(self.counter.status(self.budget, self.running), reason)
                 return LoopResult("finished", reason)
@@ -171,7 +172,7 @@ class _SweepLoop:
         while (
             self.exhausted is None
             and len(self.running) < self.budget.max_concurrent
-            and _may_start(self.budget, self.counter)
+            and _may_start(self.budget, self.counter, self.started_in_this_run)
         ):
             config = self.strategy.ask()
             if config is None:
@@ -189,6 +190,7 @@ class _SweepLoop:
             self.number += 1
             self.running[record.number] = self.executor.submit(record, self._spec(record))
             self.counter.started += 1
+            self.started_in_this_run += 1
             self.reporter.trial_started(record)
 
     def _record_duplicate(self, config: Config, key: str, seen: TrialRecord) -> None:
@@ -288,13 +290,17 @@ class _SweepLoop:
         )
 
 
-def _may_start(budget: Budget, counter: _Counter) -> bool:
+def _may_start(budget: Budget, counter: _Counter, started_in_this_run: int) -> bool:
+    if budget.trials_per_run is not None and started_in_this_run >= budget.trials_per_run:
+        return False
     return budget.max_trials is None or counter.started < budget.max_trials
 
 
-def _spent_reason(budget: Budget, counter: _Counter) -> str:
+def _spent_reason(budget: Budget, counter: _Counter, started_in_this_run: int) -> str:
     if budget.max_trials is not None and counter.started >= budget.max_trials:
         return f"max_trials={budget.max_trials} reached"
+    if budget.trials_per_run is not None and started_in_this_run >= budget.trials_per_run:
+        return f"trials_per_run={budget.trials_per_run} started in this run"
     return "budget spent"
 
 

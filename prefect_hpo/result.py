@@ -6,6 +6,7 @@ flows, or rebuilt at any time from the store with `load_result(name, storage)`.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,21 @@ class SweepResult:
         return self._frame(front)
 
     # ---- tables and exports -------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain JSON data (NaN as null): what a flow can return, persist or pass on."""
+        best = self.best_trial
+        return {
+            "name": self.name,
+            "storage": mask_url(self.storage),
+            "objectives": [o.to_dict() for o in self.objectives],
+            "best_trial": None if best is None else best.number,
+            "best_config": self.best_config,
+            "best_value": self.best_value,
+            "stop_reason": self.stop_reason,
+            "budget": self.budget,
+            "trials": json.loads(self.trials.to_json(orient="records", date_format="iso")),
+        }
 
     @property
     def trials(self) -> pd.DataFrame:

@@ -70,3 +70,12 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'hpo.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` with its UI, on its own SQLite database; its API URL (the UI is at its root)."""
+    from tests.servers import start_prefect_server
+
+    with start_prefect_server(tmp_path_factory.mktemp("prefect-ui"), ui=True) as url:
+        yield url

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -59,6 +60,7 @@ def test_a_sweep_runs_on_workers_by_queue_with_asha(prefect_server: str, workers
     assert len(result.records) == 12 and states <= {TrialState.COMPLETE, TrialState.PRUNED}
     assert TrialState.PRUNED in states and TrialState.COMPLETE in states
     by_number = {r.parameters["number"]: r for r in runs if r.parameters.get("sweep_id") == result.records[0].sweep_id}
+    trial_task_runs: dict[int, str | None] = {}
     assert sorted(by_number) == list(range(12))
     for record in result.records:
         run = by_number[record.number]
@@ -68,7 +70,12 @@ def test_a_sweep_runs_on_workers_by_queue_with_asha(prefect_server: str, workers
         assert run.state.is_cancelled() if record.state == TrialState.PRUNED else run.state.is_completed()
         assert run.parent_task_run_id is not None  # sweep -> trial task -> trial flow run
         assert record.worker and not record.worker.endswith(f":{os.getpid()}")
-        assert record.task_run_id == str(run.parent_task_run_id)  # the store links each trial to its task run
+        trial_task_runs[record.number] = record.task_run_id
+    # the store links each trial to its task run in the sweep: trial-<number>
+    with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        for number, task_run_id in trial_task_runs.items():
+            assert task_run_id is not None
+            assert client.read_task_run(UUID(task_run_id)).name == f"trial-{number}"
 
 
 def test_a_function_workers_cannot_import_is_refused_before_anything_runs(sqlite_url: str) -> None:
@@ -254,7 +261,8 @@ def test_launching_an_attempt_again_returns_its_flow_run(
 def test_the_sweep_deployment_runs_a_whole_sweep_on_the_pool(
     prefect_server: str, workers: dict[str, int], pg_url: str
 ) -> None:
-    parameters = {
+    spec = {
+        "name": "from-a-deployment",
         "train": "tests.workpool_train:train",
         "space": {
             "q": {"type": "float", "low": 0.0, "high": 1.0},
@@ -263,12 +271,11 @@ def test_the_sweep_deployment_runs_a_whole_sweep_on_the_pool(
         "objective": "loss",
         "strategy": "random",
         "budget": {"max_trials": 4, "max_concurrent": 2},
+        "executor": {"kind": "work_pool", "pool": "hpo", "gpu_when": {"big": True}},
         "storage": pg_url,
-        "name": "from-a-deployment",
         "seed": 1,
-        "pool": "hpo",
-        "gpu_when": {"big": True},
     }
+    parameters = {"spec": spec}
     with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
         started = run_deployment("hpo-run-sweep/hpo-sweep", parameters=parameters, timeout=0)
         sweep_run = _wait_final(client, started.id, within=240)  # type: ignore[union-attr]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_hpo import Budget, Categorical, Float, Int, sweep
 from prefect_hpo.schedulers import ASHAScheduler
 from prefect_hpo.trial import Trial
-from tests.servers import start_prefect_server
 
 pytestmark = pytest.mark.prefect
 
@@ -38,13 +36,12 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def browser(ui_server: str) -> str:
     if CHROMIUM is None:
         if os.environ.get("CI") == "true":
-            raise RuntimeError("chromium must be installed under CI (.ci/run installs it)")
+            raise RuntimeError("chromium must be installed under CI (scripts/browser.sh installs it)")
         pytest.skip("no chromium: install it (apt-get install chromium) to check the UI")
-    with start_prefect_server(tmp_path_factory.mktemp("prefect-ui"), ui=True) as url:
-        yield url
+    return CHROMIUM
 
 
 def curve(config: dict[str, Any], trial: Trial) -> None:
@@ -53,6 +50,7 @@ def curve(config: dict[str, Any], trial: Trial) -> None:
 
 
 def browse(url: str, user_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Open `url` in headless Chromium with a fresh profile; `args` ask for a DOM dump or a screenshot."""
     assert CHROMIUM is not None
     return subprocess.run(
         [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={user_dir}", *args, url],
@@ -63,7 +61,7 @@ def browse(url: str, user_dir: Path, *args: str) -> subprocess.CompletedProcess[
     )
 
 
-def test_the_ui_shows_the_sweeps_plots(ui_server: str, tmp_path: Path) -> None:
+def test_the_ui_shows_the_sweeps_plots(ui_server: str, browser: str, tmp_path: Path) -> None:
     with temporary_settings({PREFECT_API_URL: ui_server}):
         result = sweep(
             curve,
