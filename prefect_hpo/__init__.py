@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "sweep": "prefect_hpo.api",
     "run_with_config": "prefect_hpo.retrain",
+    "start_sweep": "prefect_hpo.controller",
+    "SweepController": "prefect_hpo.controller",
     "SweepSpec": "prefect_hpo.spec",
     "Float": "prefect_hpo.space",
     "Int": "prefect_hpo.space",
@@ -48,6 +50,10 @@ if TYPE_CHECKING:
     )
     from prefect_hpo.budget import (
         Budget as Budget,
+    )
+    from prefect_hpo.controller import (
+        SweepController as SweepController,
+        start_sweep as start_sweep,
     )
     from prefect_hpo.errors import (
         BudgetError as BudgetError,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_hpo.budget import Budget
+from prefect_hpo.controller import TrialCallback
 from prefect_hpo.errors import PrefectHPOError
 from prefect_hpo.executors.cluster import ClusterExecutor
 from prefect_hpo.executors.local import WorkerKind
@@ -53,6 +54,9 @@ def sweep(
     executor: WorkPoolExecutor | ClusterExecutor | None = None,
     max_retries: int = 2,
     artifact_interval: float | None = 5.0,
+    on_trial_complete: TrialCallback | None = None,
+    stop_check: Callable[[], str | None] | None = None,
+    validate_only: bool = False,
 ) -> SweepResult:
     """Search `space` for the configuration that optimises `objective`, as a Prefect flow.
 
@@ -83,6 +87,11 @@ def sweep(
             cluster through Prefect's task runners. Default: this machine's processes or threads.
         max_retries: times a trial whose worker died (FAIL_RECOVERABLE) runs again, as a new
             attempt, before it counts as FAIL.
+        on_trial_complete: called as each trial ends, in the sweep's thread, with
+            (trial number, value, step, config, best trial number so far).
+        stop_check: asked between events; a reason to stop the sweep now, or None (what
+            `start_sweep`'s controller passes).
+        validate_only: check every argument, then return None without running anything.
         artifact_interval: least seconds between two updates of the sweep's Prefect artifacts
             (summary table, best configuration, progress, budget); a last update is always made
             when the sweep ends. None: no artifacts.
@@ -118,8 +127,12 @@ def sweep(
         )
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise PrefectHPOError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+    if on_trial_complete is not None and not callable(on_trial_complete):
+        raise PrefectHPOError(f"on_trial_complete must be a callable, got {on_trial_complete!r}")
     url = resolve_storage(storage)
     SqlTrialStore(url).close()  # an unreachable or invalid store fails here, before Prefect starts
+    if validate_only:
+        return None  # type: ignore[return-value]
 
     task_runner = (
         executor.task_runner
@@ -145,4 +158,6 @@ def sweep(
         executor=executor,
         max_retries=max_retries,
         artifact_interval=artifact_interval,
+        on_trial_complete=on_trial_complete,
+        stop_check=stop_check,
     )

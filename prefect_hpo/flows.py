@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
 from prefect_hpo.budget import Budget
+from prefect_hpo.controller import TrialCallback, TrialCallbackReporter
 from prefect_hpo.executors.cluster import ClusterExecutor, ClusterTrials
 from prefect_hpo.executors.local import LocalExecutor, WorkerKind
 from prefect_hpo.executors.workpool import RemoteExecutor, WorkPoolExecutor
@@ -72,6 +74,8 @@ def sweep_flow(
     executor: WorkPoolExecutor | ClusterExecutor | None = None,
     max_retries: int = 2,
     artifact_interval: float | None = 5.0,
+    on_trial_complete: TrialCallback | None = None,
+    stop_check: Callable[[], str | None] | None = None,
 ) -> SweepResult:
     """Run one sweep to its end. Parameters are plain data (what a deployment form carries)."""
     logger = get_run_logger()
@@ -106,6 +110,8 @@ def sweep_flow(
             artifacts = ArtifactReporter(store, sweep_id, name, objectives, min_interval=artifact_interval)
             plots = PlotReporter(store, sweep_id, search_space, plots_folder(storage, name, default_home()))
             reporter = Reporters(reporter, artifacts, plots)
+        if on_trial_complete is not None:
+            reporter = Reporters(reporter, TrialCallbackReporter(on_trial_complete, objectives))
         settings = LoopSettings(
             sweep_id=sweep_id,
             sweep_name=name,
@@ -116,6 +122,7 @@ def sweep_flow(
             checkpoint_root=checkpoints,
             max_retries=max_retries,
             max_consecutive_duplicates=max_consecutive_duplicates,
+            stop_check=stop_check,
         )
         try:
             outcome = run_loop(searcher, store, runner, settings, reporter)

@@ -49,6 +49,8 @@ class LoopSettings:
     checkpoint_root: str | None = None
     max_consecutive_duplicates: int = 20
     max_retries: int = 2
+    #: Asked between events: a reason to stop the sweep now (a controller's stop() or time limit), or None.
+    stop_check: Callable[[], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ class _SweepLoop:
                 self.counter.steps = self.store.total_steps(self.sid)  # trials report steps to the store
             status = self.counter.status(self.budget, self.running)
             stop = status.stop_reason()
+            if stop is None and self.settings.stop_check is not None:
+                stop = self.settings.stop_check()
             if stop is not None:
                 return self._stop(stop)
             self._tell_rungs()
@@ -147,7 +151,10 @@ class _SweepLoop:
                 self._leave_paused(f"paused at a rung and not promoted before the sweep ended ({reason})")
                 self.reporter.sweep_ended(self.counter.status(self.budget, self.running), reason)
                 return LoopResult("finished", reason)
-            for handle in self.executor.wait_any(list(self.running.values()), timeout=_wake_in(status)):
+            wake = _wake_in(status)
+            if self.settings.stop_check is not None:
+                wake = STOP_CHECK_POLL_S if wake is None else min(wake, STOP_CHECK_POLL_S)
+            for handle in self.executor.wait_any(list(self.running.values()), timeout=wake):
                 self._settle(handle)
 
     def _stop(self, reason: str) -> LoopResult:
@@ -306,6 +313,8 @@ def _spent_reason(budget: Budget, counter: _Counter, started_in_this_run: int) -
 
 #: How often the loop looks at the steps trials have reported, under a step budget.
 STEP_BUDGET_POLL_S = 0.2
+#: How often the loop asks its stop check (a controller) while no trial ends.
+STOP_CHECK_POLL_S = 0.25
 
 
 def _wake_in(status: BudgetStatus) -> float | None:

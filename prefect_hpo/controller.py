@@ -1,0 +1,240 @@
+"""A sweep that runs in the background, and the handle that watches and steers it from a notebook or script.
+
+The powers of ClearML's HyperParameterOptimizer, split as we split things: the
+sweep is the same `sweep()` flow, run in a background thread (with a copy of the
+caller's Prefect context); the handle reads everything it reports from the trial
+store, and steers the loop through one narrow hook, `stop_reason()`, which the
+loop asks between events (a stop, or a time limit changed while it runs).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pandas as pd
+
+from prefect_hpo.budget import Budget, BudgetStatus
+from prefect_hpo.errors import PrefectHPOError, StoreError
+from prefect_hpo.objective import Objective, build_objectives
+from prefect_hpo.records import Config, TrialRecord, TrialState
+from prefect_hpo.result import SweepResult, load_result
+from prefect_hpo.store.sql import SqlTrialStore
+from prefect_hpo.store.urls import resolve_storage
+
+TrialCallback = Callable[[int, float | None, int | None, Config, int | None], None]
+"""`on_trial_complete(trial_number, value, step, config, best_trial_number)`."""
+
+_log = logging.getLogger("prefect_hpo.controller")
+
+
+class TrialCallbackReporter:
+    """Calls `on_trial_complete` as each trial ends (the sweep's reporter chain runs it in the sweep's thread)."""
+
+    def __init__(self, callback: TrialCallback, objectives: Sequence[Objective]) -> None:
+        self._callback = callback
+        self._objective = objectives[0]
+        self._best: tuple[float, int] | None = None
+
+    def trial_started(self, trial: TrialRecord) -> None:
+        return None
+
+    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
+        if not trial.state.is_finished:
+            return
+        value = trial.value
+        usable = trial.state == TrialState.COMPLETE and value is not None and math.isfinite(value)
+        if usable and (self._best is None or self._objective.better(value, self._best[0])):  # type: ignore[arg-type]
+            self._best = (value, trial.number)  # type: ignore[assignment]
+        best = None if self._best is None else self._best[1]
+        try:
+            self._callback(trial.number, value, trial.last_step, dict(trial.config), best)
+        except Exception:  # noqa: BLE001 - a user's callback must not end the sweep; its error is logged
+            _log.exception("on_trial_complete raised for trial %d; the sweep goes on", trial.number)
+
+    def sweep_ended(self, status: BudgetStatus, reason: str) -> None:
+        return None
+
+
+class SweepController:
+    """The handle of a sweep running in a background thread (see `start_sweep`)."""
+
+    def __init__(self, name: str, storage: str, objectives: tuple[Objective, ...], budget: Budget) -> None:
+        self.name, self.storage, self.objectives = name, storage, objectives
+        self._time_limit = budget.time_limit
+        self._loop_time_limit: float | None = None  # a limit the loop also holds: set_time_limit cannot pass it
+        self._stop_requested: str | None = None
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self._result: SweepResult | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def _run(self, run_sweep: Callable[[], SweepResult]) -> None:
+        context = contextvars.copy_context()  # Prefect's settings (e.g. the server's URL) live in context variables
+
+        def target() -> None:
+            try:
+                self._result = run_sweep()
+            except BaseException as exc:  # noqa: BLE001 - kept for result() to raise in the caller's thread
+                self._error = exc
+            finally:
+                self._ended = time.monotonic()
+
+        self._thread = threading.Thread(target=context.run, args=(target,), name=f"sweep-{self.name}", daemon=True)
+        self._thread.start()
+
+    # ---- what the loop asks ------------------------------------------------------------
+
+    def stop_reason(self) -> str | None:
+        """Why the sweep must stop now (stop() was called, or the time limit set here passed), or None."""
+        if self._stop_requested is not None:
+            return self._stop_requested
+        if self.reached_time_limit():
+            return f"time_limit of {self._time_limit:g}s reached"
+        return None
+
+    # ---- steering ----------------------------------------------------------------------
+
+    def stop(self, reason: str = "stopped by the controller", timeout: float | None = None) -> bool:
+        """Stop the sweep: running trials are stopped (PRUNED, with `reason`), every result is kept.
+        Waits up to `timeout` seconds for it to end; returns whether it has."""
+        self._stop_requested = reason
+        return self.wait(timeout)
+
+    def set_time_limit(self, seconds: float | None) -> None:
+        """Change the sweep's wall-time limit while it runs (counted from its start; None: no limit)."""
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0):
+            raise PrefectHPOError(f"set_time_limit: give a positive number of seconds or None, got {seconds!r}")
+        held = self._loop_time_limit
+        if held is not None and (seconds is None or seconds > held):
+            raise PrefectHPOError(
+                f"set_time_limit: budget.time_limit={held:g}s is this sweep's only limit, so it cannot be raised; "
+                "give the budget another limit too (e.g. max_trials) to change the time limit freely"
+            )
+        self._time_limit = seconds
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds (None: until it ends) for the sweep to end; returns whether it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.is_running()
+
+    def result(self, timeout: float | None = None) -> SweepResult:
+        """The sweep's result once it has ended; raises what the sweep raised (e.g. TooManyFailedTrials)."""
+        if not self.wait(timeout):
+            raise TimeoutError(f"sweep {self.name!r} is still running after {timeout}s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    # ---- watching ----------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def elapsed(self) -> float:
+        """Seconds since the sweep started (until it ended, once it has)."""
+        return (self._ended or time.monotonic()) - self._started
+
+    def reached_time_limit(self) -> bool:
+        return self._time_limit is not None and self.elapsed() >= self._time_limit
+
+    def snapshot(self) -> SweepResult | None:
+        """The sweep as the store holds it now (None before its first write)."""
+        try:
+            return load_result(self.name, self.storage)
+        except StoreError:
+            return None
+
+    def top(self, k: int = 5) -> pd.DataFrame:
+        """The k best completed trials so far, best first (read from the store)."""
+        now = self.snapshot()
+        return pd.DataFrame() if now is None else now.top(k)
+
+    def top_details(self, k: int = 5, all_metrics: bool = False, only_completed: bool = True) -> list[dict[str, Any]]:
+        """The k best trials as dicts: number, state, objective value, config and metrics (the objectives only,
+        or with `all_metrics` every metric the trial returned or last reported). Without `only_completed`,
+        stopped and failed trials follow the completed ones."""
+        now = self.snapshot()
+        if now is None:
+            return []
+        first = self.objectives[0]
+        records = [r for r in now.records if r.state == TrialState.COMPLETE or not only_completed]
+        ranked = sorted(
+            records,
+            key=lambda r: (r.state != TrialState.COMPLETE, first.sort_key(r.value), r.number),
+        )
+        out = []
+        for r in ranked[:k]:
+            values = {o.metric: v for o, v in zip(self.objectives, r.values or (), strict=False)}
+            metrics = {**r.metrics, **values} if all_metrics else values
+            out.append(
+                {"number": r.number, "state": r.state.value, "value": r.value, "config": r.config, "metrics": metrics}
+            )
+        return out
+
+    def active_trials(self) -> list[TrialRecord]:
+        """The trials running now (from the store)."""
+        store = SqlTrialStore(self.storage)
+        try:
+            return store.trials(store.sweep_id(self.name), [TrialState.RUNNING])
+        except StoreError:
+            return []
+        finally:
+            store.close()
+
+
+def start_sweep(
+    train: Callable[..., Any],
+    space: Any,
+    objective: Any = "loss",
+    strategy: Any = "tpe",
+    budget: Budget | None = None,
+    storage: str | None = None,
+    name: str | None = None,
+    *,
+    on_trial_complete: TrialCallback | None = None,
+    **options: Any,
+) -> SweepController:
+    """Start `sweep(...)` in a background thread and return its controller at once.
+
+    Takes what `sweep()` takes. Bad input is refused here, before the thread starts.
+    """
+    from prefect_hpo.api import _default_name, sweep
+
+    limits = budget if budget is not None else Budget()
+    url = resolve_storage(storage)
+    sweep_name = name if name is not None else _default_name(train)
+    controller = SweepController(sweep_name, url, build_objectives(objective), limits)
+    # The controller owns the wall-time limit, so that set_time_limit() can also extend it; the loop keeps
+    # it only where it is the budget's one limit (a budget must end the sweep on its own).
+    others = (limits.max_trials, limits.trials_per_run, limits.compute_time_limit, limits.max_total_steps)
+    for_loop = replace(limits, time_limit=None) if any(v is not None for v in others) else limits
+    controller._loop_time_limit = for_loop.time_limit
+
+    def run(validate_only: bool) -> SweepResult:
+        return sweep(
+            train,
+            space,
+            objective,
+            strategy,
+            for_loop,
+            url,
+            sweep_name,
+            on_trial_complete=on_trial_complete,
+            stop_check=controller.stop_reason,
+            validate_only=validate_only,
+            **options,
+        )
+
+    run(validate_only=True)  # bad input is refused here, in the caller's thread, before anything runs
+    controller._run(lambda: run(validate_only=False))
+    return controller
