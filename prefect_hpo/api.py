@@ -57,6 +57,7 @@ def sweep(
     on_trial_complete: TrialCallback | None = None,
     stop_check: Callable[[], str | None] | None = None,
     validate_only: bool = False,
+    spec: Mapping[str, Any] | None = None,
 ) -> SweepResult:
     """Search `space` for the configuration that optimises `objective`, as a Prefect flow.
 
@@ -92,6 +93,7 @@ def sweep(
         stop_check: asked between events; a reason to stop the sweep now, or None (what
             `start_sweep`'s controller passes).
         validate_only: check every argument, then return None without running anything.
+        spec: the SweepSpec (as a dict) this sweep runs from, kept in the store for `prefect-hpo resume`.
         artifact_interval: least seconds between two updates of the sweep's Prefect artifacts
             (summary table, best configuration, progress, budget); a last update is always made
             when the sweep ends. None: no artifacts.
@@ -160,4 +162,5 @@ def sweep(
         artifact_interval=artifact_interval,
         on_trial_complete=on_trial_complete,
         stop_check=stop_check,
+        spec=dict(spec) if spec is not None else None,
     )

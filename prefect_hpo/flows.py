@@ -76,6 +76,7 @@ def sweep_flow(
     artifact_interval: float | None = 5.0,
     on_trial_complete: TrialCallback | None = None,
     stop_check: Callable[[], str | None] | None = None,
+    spec: dict[str, Any] | None = None,
 ) -> SweepResult:
     """Run one sweep to its end. Parameters are plain data (what a deployment form carries)."""
     logger = get_run_logger()
@@ -91,6 +92,7 @@ def sweep_flow(
             objectives=[o.to_dict() for o in objectives],
             strategy=strategy_name(strategy),
             budget=limits.to_dict(),
+            spec=spec,
         )
         ctx = FlowRunContext.get()
         store.start_sweep(sweep_id, str(ctx.flow_run.id) if ctx and ctx.flow_run else None)

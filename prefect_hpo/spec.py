@@ -115,6 +115,7 @@ def run_spec(spec: SweepSpec) -> SweepResult:
         seed=spec.seed,
         workers=spec.executor.workers,
         executor=spec.executor.to_executor(),
+        spec=spec.model_dump(mode="json"),
     )
 
 

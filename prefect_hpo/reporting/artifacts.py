@@ -15,7 +15,9 @@ embedded in a markdown artifact as data URIs (the Prefect UI renders them in pla
 an image artifact would need the PNGs served at a URL the browser can reach).
 
 Everything shown is read from the trial store, the single source of truth, never
-from the loop's memory. Updates are rate-limited (`min_interval` seconds between
+from the loop's memory. Each run of a sweep creates its four artifacts once and then
+updates them in place (the UI's artifact pages always show the latest; the flow run's
+page lists each once). Updates are rate-limited (`min_interval` seconds between
 two, default 5): each one is a read of the store and a few API calls, which a
 sweep of thousands of trials must not pay per trial. The last update, when the
 sweep ends, is always made.
@@ -33,12 +35,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.settings import PREFECT_UI_URL
 from sqlalchemy.engine import make_url
 
@@ -147,7 +146,7 @@ class ArtifactReporter:
         self._key = artifact_key(sweep_name)
         self._min_interval, self._clock = min_interval, clock
         self._last: float | None = None
-        self._progress_id: UUID | None = None
+        self._ids: dict[str, UUID] = {}
         self.published = 0
 
     def trial_started(self, trial: TrialRecord) -> None:
@@ -164,30 +163,42 @@ class ArtifactReporter:
 
     def _publish(self, status: BudgetStatus, reason: str | None) -> None:
         records = self._store.trials(self._sweep_id)
-        ui_url = PREFECT_UI_URL.value()
-        create_table_artifact(
-            summary_rows(records, self._objectives, ui_url),
-            key=f"{self._key}-summary",
-            description=f"Sweep {self._name}: every trial, best first.",
-        )
-        create_markdown_artifact(
-            best_markdown(self._name, records, self._objectives),
-            key=f"{self._key}-best",
-            description=f"Sweep {self._name}: the best configuration so far.",
-        )
-        create_markdown_artifact(
-            budget_markdown(self._name, status, reason),
-            key=f"{self._key}-budget",
-            description=f"Sweep {self._name}: budget used and left.",
-        )
+        rows = summary_rows(records, self._objectives, PREFECT_UI_URL.value())
+        best = best_markdown(self._name, records, self._objectives)
+        budget = budget_markdown(self._name, status, reason)
         progress = 100.0 if reason is not None else round(100 * status.fraction_used(), 1)
-        if self._progress_id is None:
-            created = create_progress_artifact(
-                progress, key=f"{self._key}-progress", description=f"Sweep {self._name}: budget used."
-            )
-            self._progress_id = created if isinstance(created, UUID) else None
+        if not self._ids:
+            # First publish of this run: one artifact per key, attached to the sweep's flow run...
+            name = self._name
+            self._ids = {
+                "summary": _created(
+                    create_table_artifact(
+                        rows, key=f"{self._key}-summary", description=f"Sweep {name}: every trial, best first."
+                    )
+                ),
+                "best": _created(
+                    create_markdown_artifact(
+                        best, key=f"{self._key}-best", description=f"Sweep {name}: the best configuration so far."
+                    )
+                ),
+                "budget": _created(
+                    create_markdown_artifact(
+                        budget, key=f"{self._key}-budget", description=f"Sweep {name}: budget used and left."
+                    )
+                ),
+                "progress": _created(
+                    create_progress_artifact(
+                        progress, key=f"{self._key}-progress", description=f"Sweep {name}: budget used."
+                    )
+                ),
+            }
         else:
-            update_progress_artifact(self._progress_id, progress)
+            # ...then updated in place: a new version per update would bury the flow run's page under
+            # hundreds of copies. The update reaches the key's latest version too (Prefect's collection).
+            data: dict[str, Any] = {"summary": json.dumps(rows), "best": best, "budget": budget, "progress": progress}
+            with get_client(sync_client=True) as client:
+                for part, artifact_id in self._ids.items():
+                    client.update_artifact(artifact_id, ArtifactUpdate(data=data[part]))
         self.published += 1
 
 
@@ -259,6 +270,13 @@ class Reporters:
     def sweep_ended(self, status: BudgetStatus, reason: str) -> None:
         for reporter in self._reporters:
             reporter.sweep_ended(status, reason)
+
+
+def _created(artifact_id: Any) -> UUID:
+    """The id a create_*_artifact call returned (called from sync code, it is never a coroutine)."""
+    if not isinstance(artifact_id, UUID):
+        raise TypeError(f"expected an artifact id, got {artifact_id!r}")
+    return artifact_id
 
 
 def _cell(value: Any) -> Any:

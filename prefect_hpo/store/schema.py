@@ -3,7 +3,8 @@
 sweeps   one row per named sweep, with a uid unique across stores (launch keys use it):
          its space, objectives, strategy and budget as
          JSON, a fingerprint of space + objectives (a reused name must match it),
-         status and timings.
+         status and timings, and the SweepSpec it was last run from (when it was run from
+         one: `prefect-hpo run`, the sweep deployment), which `prefect-hpo resume` runs again.
 trials   one row per trial: (sweep_id, number) is unique; the attempt counts runs
          of the same trial; config and its hash, state, objective values (the
          first also as a column, for ordering), final metrics, last step, error
@@ -64,6 +65,7 @@ sweeps = Table(
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("flow_run_id", String(64)),
+    Column("spec", JSON),
 )
 
 trials = Table(

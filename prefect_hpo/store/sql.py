@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text, update
 from sqlalchemy.engine import Connection, RowMapping, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
@@ -130,9 +130,21 @@ class SqlTrialStore:
                 if "already exists" not in str(exc.orig) or attempt == 2:
                     raise
 
+    def _add_missing_columns(self) -> None:
+        """Columns added to schema version 1 after stores were written with it (nullable, so old rows stay valid)."""
+        with self._writer.begin() as conn:
+            have = {c["name"] for c in inspect(conn).get_columns(schema.sweeps.name)}
+            if "spec" in have:
+                return
+            # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE), so no one adds it meanwhile;
+            # PostgreSQL: IF NOT EXISTS makes a second process's ALTER a no-op
+            guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
+            conn.execute(text(f"ALTER TABLE {schema.sweeps.name} ADD COLUMN {guard}spec JSON"))
+
     def _initialise(self) -> None:
         try:
             self._create_schema()
+            self._add_missing_columns()
             with self._writer.begin() as conn:
                 row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")).first()
                 if row is None:
@@ -165,8 +177,11 @@ class SqlTrialStore:
         objectives: Sequence[Mapping[str, Any]],
         strategy: str,
         budget: Mapping[str, Any],
+        spec: Mapping[str, Any] | None = None,
     ) -> int:
-        """Create the sweep `name`, or open it if it exists with the same space and objectives."""
+        """Create the sweep `name`, or open it if it exists with the same space and objectives.
+
+        `spec`, when the sweep runs from a SweepSpec, is kept so that it can be run again by name."""
         fp = fingerprint(space, objectives)
         now = time.time()
         with self._writer.begin() as conn:
@@ -177,10 +192,11 @@ class SqlTrialStore:
                         f"sweep {name!r} already exists in {self.safe_url!r} with a different search "
                         "space or objective; give the sweep another name to start afresh"
                     )
+                kept = {"spec": _clean(dict(spec))} if spec is not None else {}
                 conn.execute(
                     update(schema.sweeps)
                     .where(schema.sweeps.c.id == row["id"])
-                    .values(budget=_clean(dict(budget)), strategy=strategy)
+                    .values(budget=_clean(dict(budget)), strategy=strategy, **kept)
                 )
                 return int(row["id"])
             try:
@@ -195,6 +211,7 @@ class SqlTrialStore:
                         fingerprint=fp,
                         status="created",
                         created_at=now,
+                        spec=_clean(dict(spec)) if spec is not None else None,
                     )
                 )
             except IntegrityError:

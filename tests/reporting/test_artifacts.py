@@ -9,14 +9,17 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_hpo import Budget, Float, Objective, PrefectHPOError, SqlTrialStore, SweepResult, TrialState, sweep
 from prefect_hpo.budget import BudgetStatus, Usage
-from prefect_hpo.records import TrialRecord
-from prefect_hpo.reporting.artifacts import artifact_key, best_markdown, budget_markdown, summary_rows
+from prefect_hpo.records import Outcome, TrialRecord
+from prefect_hpo.reporting.artifacts import ArtifactReporter, artifact_key, best_markdown, budget_markdown, summary_rows
+from prefect_hpo.trial import Trial
 
 
 def record(number: int, state: TrialState, values: tuple[float, ...] | None, **config: Any) -> TrialRecord:
@@ -81,55 +84,74 @@ def test_budget_markdown_lists_what_is_left() -> None:
 
 
 @pytest.mark.prefect
-def test_a_sweep_keeps_its_artifacts_current_and_ends_with_a_final_version(sqlite_url: str) -> None:
-    def train(config: dict[str, float]) -> float:
+def test_a_sweep_against_a_real_server_leaves_every_artifact_readable(ui_server: str, sqlite_url: str) -> None:
+    def train(config: dict[str, float], trial: Trial) -> float:
+        for step in (1, 2):
+            trial.report(step, loss=(config["x"] - 0.3) ** 2 + 1.0 / step)
         return (config["x"] - 0.3) ** 2
 
-    result = sweep(
-        train,
-        {"x": Float(0.0, 1.0)},
-        "loss",
-        "random",
-        Budget(max_trials=6, max_concurrent=2),
-        storage=sqlite_url,
-        name="Artifacts Now",
-        seed=1,
-        workers="threads",
-        artifact_interval=0,  # every trial's end publishes
-    )
-    summaries = artifacts("artifacts-now-summary", result)
-    assert len(summaries) == 6 + 1  # one per trial's end, and the final one
-    table = json.loads(summaries[0].data)
+    with temporary_settings({PREFECT_API_URL: ui_server}):
+        result = sweep(
+            train,
+            {"x": Float(0.0, 1.0)},
+            "loss",
+            "random",
+            Budget(max_trials=6, max_concurrent=2),
+            storage=sqlite_url,
+            name="Artifacts Now",
+            seed=1,
+            workers="threads",
+            artifact_interval=0,  # every trial's end updates them
+        )
+        parts = {k: artifacts(f"artifacts-now-{k}", result) for k in ("summary", "best", "budget", "progress", "plots")}
+    ui = ui_server.removesuffix("/api")  # each row links to its trial's task run in this server's UI
+    # one artifact per key in this run, updated in place to the final state
+    assert {k: len(v) for k, v in parts.items()} == dict.fromkeys(parts, 1)
+    table = json.loads(parts["summary"][0].data)
     best_first = sorted(result.records, key=lambda r: r.value or 0)
     assert [row["number"] for row in table] == [r.number for r in best_first]
     assert all(
-        row["state"] == "COMPLETE" and row["run"] == r.task_run_id for row, r in zip(table, best_first, strict=True)
+        row["state"] == "COMPLETE" and row["run"] == f"{ui}/runs/task-run/{r.task_run_id}"
+        for row, r in zip(table, best_first, strict=True)
     )
-    best = artifacts("artifacts-now-best", result)[0].data
+    best = parts["best"][0].data
     assert json.loads(best.split("```json\n", 1)[1].split("```", 1)[0]) == result.best_config
-    (progress,) = artifacts("artifacts-now-progress", result)  # updated in place, not versioned
-    assert math.isclose(float(progress.data), 100.0)
-    budget = artifacts("artifacts-now-budget", result)[0].data
+    assert math.isclose(float(parts["progress"][0].data), 100.0)
+    budget = parts["budget"][0].data
     assert "| trials | 6 | 6 | 0 |" in budget and "Ended: max_trials=6 reached." in budget
-    assert summaries[0].flow_run_id is not None  # attached to the sweep's flow run
+    assert parts["plots"][0].data.count("data:image/png;base64,") == 4
+    assert all(v[0].flow_run_id is not None for v in parts.values())  # attached to the sweep's flow run
 
 
 @pytest.mark.prefect
-def test_updates_are_rate_limited_but_the_last_one_is_always_made(sqlite_url: str) -> None:
-    result = sweep(
-        lambda config: config["x"],
-        {"x": Float(0.0, 1.0)},
-        "loss",
-        "random",
-        Budget(max_trials=8, max_concurrent=2),
-        storage=sqlite_url,
-        name="rate-limited",
-        workers="threads",
-        artifact_interval=3600,
-    )
-    summaries = artifacts("rate-limited-summary", result)
-    assert len(summaries) == 2  # the first trial's end, then the sweep's end
-    assert len(json.loads(summaries[0].data)) == len(result.records) == 8
+def test_updates_are_rate_limited_and_the_last_one_is_always_made(sqlite_url: str) -> None:
+    store = SqlTrialStore(sqlite_url)
+    sid = store.open_sweep("rate", space={}, objectives=[{"metric": "loss", "mode": "min"}], strategy="-", budget={})
+    now = [0.0]
+    status = BudgetStatus(Budget(max_trials=5), Usage(5, 5, 0, 0, 1.0, 1.0))
+
+    @flow
+    def publish() -> list[int]:
+        reporter = ArtifactReporter(store, sid, "rate", (Objective("loss"),), min_interval=5.0, clock=lambda: now[0])
+        counts = []
+        for i in range(5):
+            record = store.create_trial(sid, i, {"x": i}, f"h{i}")
+            store.finish_trial(record.id, Outcome(TrialState.COMPLETE, values=(float(i),)))
+            now[0] = i * 2.0  # trials end 2 s apart: every third end is due (0, 6... seconds)
+            reporter.trial_ended(record, status)
+            counts.append(reporter.published)
+        reporter.sweep_ended(status, "max_trials=5 reached")
+        counts.append(reporter.published)
+        return counts
+
+    assert publish() == [1, 1, 1, 2, 2, 3]  # at 0 s and 6 s, then always at the end
+    with get_client(sync_client=True) as client:
+        (summary,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["rate-summary"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert [row["number"] for row in json.loads(summary.data)] == [0, 1, 2, 3, 4]  # the final state
 
 
 def test_a_bad_interval_is_named(sqlite_url: str) -> None:

@@ -14,7 +14,6 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_hpo import Budget, Categorical, Float, Int, sweep
-from prefect_hpo.schedulers import ASHAScheduler
 from prefect_hpo.trial import Trial
 
 pytestmark = pytest.mark.prefect
@@ -72,7 +71,6 @@ def test_the_ui_shows_the_sweeps_plots(ui_server: str, browser: str, tmp_path: P
             storage=f"sqlite:///{tmp_path / 'hpo.db'}",
             name="UI Plots",
             seed=2,
-            scheduler=ASHAScheduler(max_t=9, grace_period=1, reduction_factor=3),
             workers="threads",
         )
         with get_client(sync_client=True) as client:
