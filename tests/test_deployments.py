@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from flows.sweep_flow import hpo_run_sweep
 from prefect_hpo import load_result
 from prefect_hpo.spec import BudgetSpec, ExecutorSpec, SchedulerSpec, SweepSpec
 from tests.reporting.test_ui import CHROMIUM, browse
-from tests.servers import PREFECT
+from tests.servers import PREFECT, stop
 
 pytestmark = pytest.mark.prefect
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,20 @@ def quadratic(config: dict[str, Any]) -> float:
     return (config["x"] - 0.25) ** 2
 
 
-def test_prefect_yaml_deploys_the_sweep_with_a_form_and_a_nightly_schedule(ui_server: str, tmp_path: Path) -> None:
+def wait_final(client: Any, run_id: Any, within: float) -> Any:
+    """The flow run once it has reached a final state."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} did not end within {within}s")
+
+
+def test_prefect_yaml_deploys_the_sweep_with_a_form_and_a_nightly_schedule_that_runs(
+    ui_server: str, tmp_path: Path
+) -> None:
     from prefect_hpo.deploy import ensure_work_pool
 
     with temporary_settings({PREFECT_API_URL: ui_server}):
@@ -49,6 +63,27 @@ def test_prefect_yaml_deploys_the_sweep_with_a_form_and_a_nightly_schedule(ui_se
     assert {"SweepSpec", "BudgetSpec", "SchedulerSpec", "ExecutorSpec"} <= set(definitions)
     assert "trials_per_run" in definitions["BudgetSpec"]["properties"]
     assert definitions["SweepSpec"]["properties"]["strategy"]["enum"][:3] == ["grid", "random", "tpe"]
+
+    # trigger the nightly run now, as its schedule would, and let a real worker run it
+    with temporary_settings({PREFECT_API_URL: ui_server}), get_client(sync_client=True) as client:
+        triggered = client.create_flow_run_from_deployment(nightly.id, work_queue_name="cpu")
+    worker_env = dict(env, PREFECT_HPO_HOME=str(tmp_path / "hpo-home"), PREFECT_WORKER_QUERY_SECONDS="1")
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", "hpo", "--work-queue", "cpu", "--run-once"],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=open(tmp_path / "worker.log", "wb"),  # noqa: SIM115 - the process owns it
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        with temporary_settings({PREFECT_API_URL: ui_server}), get_client(sync_client=True) as client:
+            ran = wait_final(client, triggered.id, within=300)
+    finally:
+        stop(worker)
+    assert ran.state is not None and ran.state.is_completed(), (tmp_path / "worker.log").read_text()[-3000:]
+    nightly_result = load_result("digits-nightly", f"sqlite:///{tmp_path / 'hpo-home' / 'hpo.db'}")
+    assert len(nightly_result.records) == 10 and nightly_result.stop_reason == "trials_per_run=10 started in this run"
+    assert nightly_result.best_value is not None and nightly_result.best_value < 0.5  # digits: a real fit
 
     if CHROMIUM is None:
         if os.environ.get("CI") == "true":
