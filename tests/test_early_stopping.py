@@ -93,7 +93,7 @@ def test_median_rule_and_min_steps(sqlite_url: str) -> None:
         SPACE,
         "loss",
         "random",
-        Budget(max_trials=12, max_concurrent=2, min_steps=5, max_steps=10),
+        Budget(max_trials=12, max_concurrent=1, min_steps=5, max_steps=10),  # one slot: the same decisions every run
         storage=sqlite_url,
         scheduler="median",
         seed=3,
