@@ -12,6 +12,8 @@ from pathlib import Path
 
 from flows.digits_mlp import SPACE, train
 from prefect_hpo import Budget, Objective, sweep
+from prefect_hpo.reporting.artifacts import artifact_key, plots_folder
+from prefect_hpo.store.urls import default_home, resolve_storage
 
 
 def main() -> None:
@@ -43,6 +45,8 @@ def main() -> None:
     print(f"\nbest val_loss {result.best_value:.4f} with {result.best_config}")
     csv = result.to_csv(Path(args.storage).with_name(f"{name}.csv")) if "://" not in args.storage else None
     print(f"trial store: {args.storage}" + (f"; table: {csv}" if csv else ""))
+    plots = plots_folder(resolve_storage(args.storage), name, default_home())
+    print(f"plots: {plots}/ (also in the Prefect UI as the artifact {artifact_key(name)}-plots)")
 
 
 if __name__ == "__main__":

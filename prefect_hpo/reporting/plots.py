@@ -29,6 +29,8 @@ def study_of(records: Sequence[TrialRecord], space: SearchSpace, objectives: Seq
     """An in-memory Optuna study holding the completed trials (for Optuna's plots and importances)."""
     import optuna
 
+    if optuna.logging.get_verbosity() <= optuna.logging.INFO:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # Optuna logs every study it creates at INFO
     study = optuna.create_study(directions=[o.direction for o in objectives])
     for r in records:
         values = list(r.values or ())
