@@ -31,6 +31,10 @@ class SweepConflictError(StoreError):
     """A sweep with this name exists with a different search space or objective."""
 
 
+class SweepBusyError(StoreError):
+    """Another live parent process is running this sweep; two drivers of one sweep are refused."""
+
+
 class TrialFunctionError(PrefectHPOError, TypeError):
     """The training function has a signature prefect_hpo cannot call."""
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed
 
 from prefect_hpo.budget import Budget
 from prefect_hpo.controller import TrialCallback, TrialCallbackReporter
@@ -14,6 +19,7 @@ from prefect_hpo.executors.cluster import ClusterExecutor, ClusterTrials
 from prefect_hpo.executors.local import LocalExecutor, WorkerKind
 from prefect_hpo.executors.workpool import RemoteExecutor, WorkPoolExecutor
 from prefect_hpo.importing import import_path
+from prefect_hpo.lease import SweepLease
 from prefect_hpo.loop import LoopSettings, Reporter, run_loop
 from prefect_hpo.objective import Objective, build_objectives
 from prefect_hpo.reporting.artifacts import ArtifactReporter, PlotReporter, Reporters, plots_folder
@@ -46,6 +52,19 @@ def build_search(
         rung_levels=tuple(getattr(stopper, "levels", ())),
     )
     return stopper, searcher
+
+
+def mark_crashed(flow_run_id: str | None, message: str) -> None:
+    """Mark a sweep's earlier flow run Crashed if Prefect still shows it running (its process died)."""
+    if flow_run_id is None:
+        return
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(UUID(flow_run_id))
+        except ObjectNotFound:
+            return  # it ran against another Prefect server
+        if run.state is not None and not run.state.is_final():
+            client.set_flow_run_state(run.id, Crashed(message=message), force=True)
 
 
 def _run_seed(seed: int | None, stored_trials: int) -> int | None:
@@ -85,6 +104,7 @@ def sweep_flow(
     limits = Budget.from_dict(budget)
     store = SqlTrialStore(storage)
     runner: LocalExecutor | RemoteExecutor | ClusterTrials | None = None
+    held = contextlib.ExitStack()
     try:
         sweep_id = store.open_sweep(
             name,
@@ -94,8 +114,15 @@ def sweep_flow(
             budget=limits.to_dict(),
             spec=spec,
         )
+        lease = held.enter_context(SweepLease(store, sweep_id))  # a second live parent is refused here
         ctx = FlowRunContext.get()
-        store.start_sweep(sweep_id, str(ctx.flow_run.id) if ctx and ctx.flow_run else None)
+        flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+        if lease.previous_owner is not None and lease.previous_flow_run_id not in (None, flow_run_id):
+            logger.warning("sweep %s: taking over from %s, which died while running it", name, lease.previous_owner)
+            mark_crashed(
+                lease.previous_flow_run_id, f"its process died; sweep {name!r} resumed in flow run {flow_run_id}"
+            )
+        store.start_sweep(sweep_id, flow_run_id)
         stopper, searcher = build_search(
             strategy, scheduler, search_space, objectives, _run_seed(seed, store.next_number(sweep_id)), grid_resolution
         )
@@ -136,4 +163,5 @@ def sweep_flow(
     finally:
         if runner is not None:
             runner.close()
+        held.close()
         store.close()

@@ -17,7 +17,7 @@ from prefect_hpo.budget import Budget, BudgetStatus, Usage
 from prefect_hpo.errors import StoreError, TooManyFailedTrials
 from prefect_hpo.executors.base import Executor, TrialHandle
 from prefect_hpo.objective import Objective
-from prefect_hpo.records import Config, TrialRecord, TrialState
+from prefect_hpo.records import Config, Outcome, TrialRecord, TrialState
 from prefect_hpo.schedulers.base import Scheduler
 from prefect_hpo.space import config_hash
 from prefect_hpo.store.sql import SqlTrialStore
@@ -133,6 +133,7 @@ class _SweepLoop:
         self.promoter = scheduler if getattr(scheduler, "promotes", False) else None
 
     def run(self) -> LoopResult:
+        self._reconcile_orphans()
         while True:
             if self.budget.max_total_steps is not None:
                 self.counter.steps = self.store.total_steps(self.sid)  # trials report steps to the store
@@ -156,6 +157,29 @@ class _SweepLoop:
                 wake = STOP_CHECK_POLL_S if wake is None else min(wake, STOP_CHECK_POLL_S)
             for handle in self.executor.wait_any(list(self.running.values()), timeout=wake):
                 self._settle(handle)
+
+    def _reconcile_orphans(self) -> None:
+        """Trials left RUNNING by a parent that died (this loop holds the sweep now, so no one else runs them).
+
+        An executor whose trials outlive their parent (flow runs on a work pool) adopts them: it watches
+        the same attempt again, and its launch is idempotent. Elsewhere the trial died with its parent:
+        it is recorded FAIL_RECOVERABLE and runs again as a new attempt, up to max_retries.
+        """
+        for orphan in self.store.trials(self.sid, [TrialState.RUNNING]):
+            if getattr(self.executor, "adopts_running", False):
+                self.running[orphan.number] = self.executor.submit(orphan, self._spec(orphan))
+                self.reporter.trial_started(orphan)
+                continue
+            lost = Outcome(
+                TrialState.FAIL_RECOVERABLE,
+                error="the sweep's parent process died while this trial ran; it runs again as a new attempt",
+            )
+            failed = self.store.finish_trial(orphan.id, lost)
+            if not self._retry(failed):
+                final = self.store.give_up(failed.id, f"gave up after {failed.attempt} attempts: {failed.error}")
+                self.counter.ended(final, 0.0)
+                self.strategy.tell(final)
+                self.reporter.trial_ended(final, self.counter.status(self.budget, self.running))
 
     def _stop(self, reason: str) -> LoopResult:
         """Stop every running trial, leave the paused ones, and end (with an error after too many failures)."""
@@ -186,7 +210,14 @@ class _SweepLoop:
                 self.exhausted = "search space exhausted"
                 return
             key = config_hash(config)
-            seen = self.store.find_config(self.sid, key, _EVALUATED)
+            in_flight = any(h.record.config_hash == key for h in self.running.values())
+            seen = None if in_flight else self.store.find_config(self.sid, key, _EVALUATED)
+            if in_flight or (seen is not None and not seen.state.is_finished):
+                # the same configuration is in flight (e.g. a trial re-run after its parent died), as far as
+                # this loop has heard: nothing to reuse yet and nothing worth a record; ask again, within the
+                # duplicate allowance
+                self._count_duplicate()
+                continue
             if seen is not None:
                 self._record_duplicate(config, key, seen)
                 continue
@@ -215,6 +246,9 @@ class _SweepLoop:
         )
         self.number += 1
         self.strategy.tell(duplicate)
+        self._count_duplicate()
+
+    def _count_duplicate(self) -> None:
         self.duplicates_in_a_row += 1
         if self.duplicates_in_a_row >= self.settings.max_consecutive_duplicates:
             self.exhausted = (

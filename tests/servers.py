@@ -61,4 +61,19 @@ def start_prefect_server(home: Path, env: Mapping[str, str] = {}, ui: bool = Fal
                 time.sleep(0.2)
             yield url
         finally:
+            flush_to_server()
             stop(proc)
+
+
+def flush_to_server(timeout: float = 60.0) -> None:
+    """Send the logs and events this process still queues, while their server can take them.
+
+    Prefect ships flow-run logs and events from background services that drain at interpreter exit;
+    if their server is gone by then, each queued item waits out its retries and the exit takes many
+    minutes. Draining them before a test server stops keeps the test process's exit prompt.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout, at_exit=False)
+    EventsWorker.drain_all(timeout=timeout, at_exit=False)

@@ -202,6 +202,9 @@ def remote_trial_task(number: int, config: dict[str, object], job: _RemoteJob) -
 class RemoteExecutor:
     """The running side of a `WorkPoolExecutor` inside one sweep."""
 
+    #: A trial's flow run outlives the parent that launched it: a resumed sweep watches it again.
+    adopts_running = True
+
     def __init__(
         self, settings: WorkPoolExecutor, store: SqlTrialStore, train_path: str, trial_time_limit: float | None = None
     ) -> None:

@@ -4,7 +4,9 @@ sweeps   one row per named sweep, with a uid unique across stores (launch keys u
          its space, objectives, strategy and budget as
          JSON, a fingerprint of space + objectives (a reused name must match it),
          status and timings, and the SweepSpec it was last run from (when it was run from
-         one: `prefect-hpo run`, the sweep deployment), which `prefect-hpo resume` runs again.
+         one: `prefect-hpo run`, the sweep deployment), which `prefect-hpo resume` runs again;
+         and the parent process that holds the sweep now (owner, its last heartbeat), so that
+         a second parent on the same sweep is refused while the first is alive.
 trials   one row per trial: (sweep_id, number) is unique; the attempt counts runs
          of the same trial; config and its hash, state, objective values (the
          first also as a column, for ordering), final metrics, last step, error
@@ -66,6 +68,8 @@ sweeps = Table(
     Column("finished_at", Float),
     Column("flow_run_id", String(64)),
     Column("spec", JSON),
+    Column("owner", String(255)),
+    Column("owner_beat", Float),
 )
 
 trials = Table(

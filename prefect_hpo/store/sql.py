@@ -14,7 +14,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, RowMapping, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from prefect_hpo.budget import Usage
-from prefect_hpo.errors import StoreError, SweepConflictError
+from prefect_hpo.errors import StoreError, SweepBusyError, SweepConflictError
 from prefect_hpo.records import ALLOWED_TRANSITIONS, Config, Outcome, Report, TrialRecord, TrialState
 from prefect_hpo.store import schema
 from prefect_hpo.store.urls import mask_url
@@ -134,12 +134,12 @@ class SqlTrialStore:
         """Columns added to schema version 1 after stores were written with it (nullable, so old rows stay valid)."""
         with self._writer.begin() as conn:
             have = {c["name"] for c in inspect(conn).get_columns(schema.sweeps.name)}
-            if "spec" in have:
-                return
-            # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE), so no one adds it meanwhile;
+            # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE), so no one adds them meanwhile;
             # PostgreSQL: IF NOT EXISTS makes a second process's ALTER a no-op
             guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
-            conn.execute(text(f"ALTER TABLE {schema.sweeps.name} ADD COLUMN {guard}spec JSON"))
+            for column, sql_type in (("spec", "JSON"), ("owner", "VARCHAR(255)"), ("owner_beat", "FLOAT")):
+                if column not in have:
+                    conn.execute(text(f"ALTER TABLE {schema.sweeps.name} ADD COLUMN {guard}{column} {sql_type}"))
 
     def _initialise(self) -> None:
         try:
@@ -247,6 +247,44 @@ class SqlTrialStore:
                     flow_run_id=flow_run_id,
                 )
             )
+
+    def claim_sweep(
+        self, sweep_id: int, owner: str, stale_after: float, alive: Callable[[str], bool]
+    ) -> tuple[str | None, str | None]:
+        """Make `owner` the parent that runs the sweep; returns the (owner, flow run id) it took over.
+
+        Refused with SweepBusyError while another owner holds it: one whose heartbeat is younger than
+        `stale_after` seconds and that `alive(owner)` does not know to be dead.
+        """
+        s = schema.sweeps
+        with self._writer.begin() as conn:
+            query = select(s.c.name, s.c.owner, s.c.owner_beat, s.c.flow_run_id).where(s.c.id == sweep_id)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()  # SQLite's BEGIN IMMEDIATE already serialises claims
+            row = conn.execute(query).one()
+            now = time.time()
+            if row.owner is not None and row.owner != owner:
+                age = math.inf if row.owner_beat is None else now - float(row.owner_beat)
+                if age < stale_after and alive(row.owner):
+                    raise SweepBusyError(
+                        f"sweep {row.name!r} is being run by {row.owner} (flow run {row.flow_run_id}), "
+                        f"which was alive {age:.0f}s ago; wait for it to end or stop it, or give this sweep "
+                        "another name"
+                    )
+            conn.execute(update(s).where(s.c.id == sweep_id).values(owner=owner, owner_beat=now))
+        return (row.owner if row.owner != owner else None), row.flow_run_id
+
+    def renew_claim(self, sweep_id: int, owner: str) -> bool:
+        """The owner's heartbeat; False if another parent has taken the sweep over meanwhile."""
+        s = schema.sweeps
+        with self._writer.begin() as conn:
+            done = conn.execute(update(s).where(s.c.id == sweep_id, s.c.owner == owner).values(owner_beat=time.time()))
+        return bool(done.rowcount)
+
+    def release_sweep(self, sweep_id: int, owner: str) -> None:
+        s = schema.sweeps
+        with self._writer.begin() as conn:
+            conn.execute(update(s).where(s.c.id == sweep_id, s.c.owner == owner).values(owner=None, owner_beat=None))
 
     def finish_sweep(self, sweep_id: int, status: str, reason: str | None) -> None:
         with self._writer.begin() as conn:
