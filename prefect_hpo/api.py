@@ -58,6 +58,7 @@ def sweep(
     stop_check: Callable[[], str | None] | None = None,
     validate_only: bool = False,
     spec: Mapping[str, Any] | None = None,
+    fork: bool = False,
 ) -> SweepResult:
     """Search `space` for the configuration that optimises `objective`, as a Prefect flow.
 
@@ -94,6 +95,8 @@ def sweep(
             `start_sweep`'s controller passes).
         validate_only: check every argument, then return None without running anything.
         spec: the SweepSpec (as a dict) this sweep runs from, kept in the store for `prefect-hpo resume`.
+        fork: when `name` exists with another space or objective, run as `<name>-fork-<k>` (continuing
+            the fork with this space and objective if there is one) instead of refusing.
         artifact_interval: least seconds between two updates of the sweep's Prefect artifacts
             (summary table, best configuration, progress, budget); a last update is always made
             when the sweep ends. None: no artifacts.
@@ -163,4 +166,5 @@ def sweep(
         on_trial_complete=on_trial_complete,
         stop_check=stop_check,
         spec=dict(spec) if spec is not None else None,
+        fork=bool(fork),
     )

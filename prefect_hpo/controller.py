@@ -25,6 +25,7 @@ from prefect_hpo.errors import PrefectHPOError, StoreError
 from prefect_hpo.objective import Objective, build_objectives
 from prefect_hpo.records import Config, TrialRecord, TrialState
 from prefect_hpo.result import SweepResult, load_result
+from prefect_hpo.space import SearchSpace
 from prefect_hpo.store.sql import SqlTrialStore
 from prefect_hpo.store.urls import resolve_storage
 
@@ -213,6 +214,13 @@ def start_sweep(
     limits = budget if budget is not None else Budget()
     url = resolve_storage(storage)
     sweep_name = name if name is not None else _default_name(train)
+    if options.get("fork"):  # the handle must watch the sweep under the name the fork will run as
+        store = SqlTrialStore(url)
+        try:
+            objectives = [o.to_dict() for o in build_objectives(objective)]
+            sweep_name = store.fork_name(sweep_name, SearchSpace.build(space).to_dict(), objectives)
+        finally:
+            store.close()
     controller = SweepController(sweep_name, url, build_objectives(objective), limits)
     # The controller owns the wall-time limit, so that set_time_limit() can also extend it; the loop keeps
     # it only where it is the budget's one limit (a budget must end the sweep on its own).

@@ -96,6 +96,7 @@ def sweep_flow(
     on_trial_complete: TrialCallback | None = None,
     stop_check: Callable[[], str | None] | None = None,
     spec: dict[str, Any] | None = None,
+    fork: bool = False,
 ) -> SweepResult:
     """Run one sweep to its end. Parameters are plain data (what a deployment form carries)."""
     logger = get_run_logger()
@@ -113,7 +114,9 @@ def sweep_flow(
             strategy=strategy_name(strategy),
             budget=limits.to_dict(),
             spec=spec,
+            fork=fork,
         )
+        name = str(store.sweep(sweep_id)["name"])  # a fork runs under its own name
         lease = held.enter_context(SweepLease(store, sweep_id))  # a second live parent is refused here
         ctx = FlowRunContext.get()
         flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None

@@ -97,6 +97,7 @@ class SweepSpec(BaseModel):
     executor: ExecutorSpec = Field(default_factory=lambda: ExecutorSpec())
     storage: str | None = Field(None, description="SQLAlchemy URL of the trial store (default: ~/.prefect_hpo)")
     seed: int | None = None
+    fork: bool = Field(False, description="name taken by another space or objective: run as <name>-fork-<k>")
 
 
 def run_spec(spec: SweepSpec) -> SweepResult:
@@ -116,6 +117,7 @@ def run_spec(spec: SweepSpec) -> SweepResult:
         workers=spec.executor.workers,
         executor=spec.executor.to_executor(),
         spec=spec.model_dump(mode="json"),
+        fork=spec.fork,
     )
 
 

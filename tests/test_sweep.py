@@ -13,11 +13,12 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from prefect_hpo import Budget, Categorical, Float, Int, Objective, SqlTrialStore, TrialState, sweep
+from prefect_hpo import Budget, Categorical, Float, Int, Objective, SqlTrialStore, TrialState, load_result, sweep
 from prefect_hpo.errors import (
     PrefectHPOError,
     SearchSpaceError,
     StoreError,
+    SweepConflictError,
     TooManyFailedTrials,
     TrialFunctionError,
 )
@@ -409,6 +410,16 @@ def test_reusing_a_name_continues_the_numbering(sqlite_url: str) -> None:
     sweep(quadratic, budget=Budget(max_trials=3), **kwargs)
     result = sweep(quadratic, budget=Budget(max_trials=5), **kwargs)
     assert [r.number for r in result.records] == [0, 1, 2, 3, 4]
+
+
+def test_a_new_space_under_a_used_name_is_refused_or_forked(sqlite_url: str) -> None:
+    kwargs: dict[str, Any] = dict(objective="loss", strategy="random", storage=sqlite_url, name="forked")
+    first = sweep(quadratic, {"x": Float(0, 1)}, budget=Budget(max_trials=2), workers="threads", **kwargs)
+    with pytest.raises(SweepConflictError, match="pass fork=True"):
+        sweep(quadratic, {"x": Float(0, 2)}, budget=Budget(max_trials=2), workers="threads", **kwargs)
+    fork = sweep(quadratic, {"x": Float(0, 2)}, budget=Budget(max_trials=2), workers="threads", fork=True, **kwargs)
+    assert fork.name == "forked-fork-1" and len(fork.records) == 2
+    assert load_result("forked", sqlite_url).records == first.records  # the original is kept as it was
 
 
 def test_bad_input_fails_before_anything_is_stored(sqlite_url: str, tmp_path: Path) -> None:

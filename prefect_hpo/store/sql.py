@@ -178,20 +178,27 @@ class SqlTrialStore:
         strategy: str,
         budget: Mapping[str, Any],
         spec: Mapping[str, Any] | None = None,
+        fork: bool = False,
     ) -> int:
         """Create the sweep `name`, or open it if it exists with the same space and objectives.
 
-        `spec`, when the sweep runs from a SweepSpec, is kept so that it can be run again by name."""
+        With a different space or objective the name is refused, unless `fork`: then the sweep runs
+        as `<name>-fork-<k>`, the first fork of that name with the same space and objectives, or a
+        new one; the original is left as it is. `spec`, when the sweep runs from a SweepSpec, is kept
+        so that it can be run again by name."""
         fp = fingerprint(space, objectives)
         now = time.time()
         with self._writer.begin() as conn:
             row = conn.execute(select(schema.sweeps).where(schema.sweeps.c.name == name)).mappings().first()
-            if row is not None:
-                if row["fingerprint"] != fp:
+            if row is not None and row["fingerprint"] != fp:
+                if not fork:
                     raise SweepConflictError(
                         f"sweep {name!r} already exists in {self.safe_url!r} with a different search "
-                        "space or objective; give the sweep another name to start afresh"
+                        "space or objective; give the sweep another name to start afresh, or pass "
+                        "fork=True to run it as a fork of that name (the existing sweep is kept)"
                     )
+                name, row = self._fork_of(conn, name, fp)
+            if row is not None:
                 kept = {"spec": _clean(dict(spec))} if spec is not None else {}
                 conn.execute(
                     update(schema.sweeps)
@@ -217,6 +224,31 @@ class SqlTrialStore:
             except IntegrityError:
                 raise StoreError(f"sweep {name!r} was created by another process at the same moment; retry") from None
             return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def fork_name(self, name: str, space: Mapping[str, Any], objectives: Sequence[Mapping[str, Any]]) -> str:
+        """The name `open_sweep(name, ..., fork=True)` runs this space and these objectives under now."""
+        fp = fingerprint(space, objectives)
+        with self._engine.connect() as conn:
+            row = conn.execute(select(schema.sweeps.c.fingerprint).where(schema.sweeps.c.name == name)).first()
+            return name if row is None or row[0] == fp else self._fork_of(conn, name, fp)[0]
+
+    @staticmethod
+    def _fork_of(conn: Connection, name: str, fp: str) -> tuple[str, RowMapping | None]:
+        """The fork of `name` with fingerprint `fp` (name, row), or the name a new fork takes (name, None)."""
+        s = schema.sweeps
+        forks = conn.execute(select(s).where(s.c.name.like(f"{name}-fork-%"))).mappings().all()
+        taken = set()
+        for fork_row in forks:
+            fork_name = str(fork_row["name"])
+            suffix = fork_name[len(name) + len("-fork-") :]
+            if fork_name.startswith(f"{name}-fork-") and suffix.isdigit():  # LIKE's '_' matches any character
+                if fork_row["fingerprint"] == fp:
+                    return str(fork_row["name"]), fork_row
+                taken.add(int(suffix))
+        k = 1
+        while k in taken:
+            k += 1
+        return f"{name}-fork-{k}", None
 
     def sweep_id(self, name: str) -> int:
         with self._engine.connect() as conn:

@@ -33,6 +33,22 @@ def test_sweep_reopens_and_refuses_a_different_space(storage_url: str) -> None:
     store.close()
 
 
+def test_a_fork_runs_under_its_own_name_and_is_found_again(storage_url: str) -> None:
+    store = SqlTrialStore(storage_url)
+    original = open_sweep(store, "s_1")
+    other = {"x": {"type": "float", "low": 0.0, "high": 2.0, "log": False}}
+    third = {"x": {"type": "float", "low": 0.0, "high": 3.0, "log": False}}
+    assert store.fork_name("s_1", other, OBJ) == "s_1-fork-1"
+    first = store.open_sweep("s_1", space=other, objectives=OBJ, strategy="tpe", budget=BUDGET, fork=True)
+    again = store.open_sweep("s_1", space=other, objectives=OBJ, strategy="tpe", budget=BUDGET, fork=True)
+    assert first == again != original  # the same fork, continued
+    second = store.open_sweep("s_1", space=third, objectives=OBJ, strategy="tpe", budget=BUDGET, fork=True)
+    assert store.sweep_names() == ["s_1", "s_1-fork-1", "s_1-fork-2"]
+    assert store.sweep(second)["name"] == "s_1-fork-2" and store.sweep(original)["space"] == SPACE
+    assert open_sweep(store, "s_1", SPACE) == original  # the original is untouched and still opens
+    store.close()
+
+
 def test_trial_lifecycle_reports_and_usage(storage_url: str) -> None:
     store = SqlTrialStore(storage_url)
     sid = open_sweep(store)
