@@ -71,7 +71,7 @@ def _run_seed(seed: int | None, stored_trials: int) -> int | None:
     """The seed of this run of a sweep: the user's seed for a new sweep; moved on by the number of stored
     trials when a sweep continues, so that a seeded sampler does not propose again, from the same random
     stream, the configurations it proposed in the runs before (they would all be duplicates)."""
-    return None if seed is None or stored_trials == 0 else seed + stored_trials
+    return seed if seed is None or stored_trials == 0 else seed + stored_trials
 
 
 @flow(name="hpo-sweep", validate_parameters=False)

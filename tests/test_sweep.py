@@ -412,6 +412,25 @@ def test_reusing_a_name_continues_the_numbering(sqlite_url: str) -> None:
     assert [r.number for r in result.records] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("strategy", ["random", "tpe"])
+def test_a_seeded_sweep_is_reproducible_end_to_end(tmp_path: Path, strategy: str) -> None:
+    def run(folder: str) -> list[Config]:
+        result = sweep(
+            quadratic,
+            {"x": Float(0, 1), "k": Categorical(["a", "b", "c"])},
+            "loss",
+            strategy,
+            Budget(max_trials=6),
+            storage=f"sqlite:///{tmp_path / folder / 'hpo.db'}",
+            seed=11,
+            workers="threads",
+            artifact_interval=None,
+        )
+        return [r.config for r in result.records]
+
+    assert run("first") == run("second")
+
+
 def test_a_new_space_under_a_used_name_is_refused_or_forked(sqlite_url: str) -> None:
     kwargs: dict[str, Any] = dict(objective="loss", strategy="random", storage=sqlite_url, name="forked")
     first = sweep(quadratic, {"x": Float(0, 1)}, budget=Budget(max_trials=2), workers="threads", **kwargs)

@@ -31,6 +31,12 @@ def resolve_storage(storage: str | None) -> str:
         path = Path(storage).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
+    try:
+        url = make_url(storage)
+    except Exception:  # noqa: BLE001 - the store names a bad URL with the fix; nothing to prepare here
+        return storage
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)  # as for a bare path
     return storage
 
 
