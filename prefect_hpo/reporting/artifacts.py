@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import re
 import time
@@ -35,9 +36,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
+from prefect.exceptions import PrefectException
 from prefect.settings import PREFECT_UI_URL
 from sqlalchemy.engine import make_url
 
@@ -46,6 +49,8 @@ from prefect_hpo.objective import Objective, dominates
 from prefect_hpo.records import TrialRecord, TrialState
 from prefect_hpo.space import SearchSpace
 from prefect_hpo.store.sql import SqlTrialStore
+
+_log = logging.getLogger("prefect_hpo.artifacts")
 
 
 def artifact_key(sweep_name: str) -> str:
@@ -64,12 +69,21 @@ def ranked(records: Sequence[TrialRecord], objective: Objective) -> list[TrialRe
     return sorted(records, key=key)
 
 
+#: Rows of the summary table at most: the best ones. Prefect refuses an artifact update whose event
+#: exceeds 1.5 MB (about 7,000 rows of a small sweep), and a longer table is no screen to read anyway;
+#: every trial is in the store (result.trials, `prefect-hpo export`).
+SUMMARY_MAX_ROWS = 500
+
+
 def summary_rows(
-    records: Sequence[TrialRecord], objectives: Sequence[Objective], ui_url: str | None = None
+    records: Sequence[TrialRecord],
+    objectives: Sequence[Objective],
+    ui_url: str | None = None,
+    max_rows: int = SUMMARY_MAX_ROWS,
 ) -> list[dict[str, Any]]:
-    """One row per trial, best first, for the summary table."""
+    """One row per trial, best first, for the summary table (the best `max_rows` of them)."""
     rows = []
-    for r in ranked(records, objectives[0]):
+    for r in ranked(records, objectives[0])[:max_rows]:
         row: dict[str, Any] = {"number": r.number, "state": r.state.value}
         for i, o in enumerate(objectives):
             value = r.values[i] if r.values and i < len(r.values) else None
@@ -155,15 +169,24 @@ class ArtifactReporter:
     def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
         now = self._clock()
         if self._last is None or now - self._last >= self._min_interval:
-            self._publish(status, None)
+            self._publish_or_warn(status, None)
             self._last = now
 
     def sweep_ended(self, status: BudgetStatus, reason: str) -> None:
-        self._publish(status, reason)
+        self._publish_or_warn(status, reason)
+
+    def _publish_or_warn(self, status: BudgetStatus, reason: str | None) -> None:
+        """Artifacts are the monitoring screen, not the sweep: a Prefect API that refuses one is logged,
+        and the sweep (whose every fact is in the store) goes on."""
+        try:
+            self._publish(status, reason)
+        except (PrefectException, httpx.HTTPError) as exc:
+            _log.warning("sweep %s: its artifacts could not be updated (%s: %s)", self._name, type(exc).__name__, exc)
 
     def _publish(self, status: BudgetStatus, reason: str | None) -> None:
         records = self._store.trials(self._sweep_id)
         rows = summary_rows(records, self._objectives, PREFECT_UI_URL.value())
+        shown = f"the best {len(rows)} of {len(records)} trials" if len(rows) < len(records) else "every trial"
         best = best_markdown(self._name, records, self._objectives)
         budget = budget_markdown(self._name, status, reason)
         progress = 100.0 if reason is not None else round(100 * status.fraction_used(), 1)
@@ -173,7 +196,7 @@ class ArtifactReporter:
             self._ids = {
                 "summary": _created(
                     create_table_artifact(
-                        rows, key=f"{self._key}-summary", description=f"Sweep {name}: every trial, best first."
+                        rows, key=f"{self._key}-summary", description=f"Sweep {name}: {shown}, best first."
                     )
                 ),
                 "best": _created(
@@ -198,7 +221,12 @@ class ArtifactReporter:
             data: dict[str, Any] = {"summary": json.dumps(rows), "best": best, "budget": budget, "progress": progress}
             with get_client(sync_client=True) as client:
                 for part, artifact_id in self._ids.items():
-                    client.update_artifact(artifact_id, ArtifactUpdate(data=data[part]))
+                    update = ArtifactUpdate(data=data[part])
+                    if part == "summary":
+                        update = ArtifactUpdate(
+                            data=data[part], description=f"Sweep {self._name}: {shown}, best first."
+                        )
+                    client.update_artifact(artifact_id, update)
         self.published += 1
 
 
@@ -238,10 +266,18 @@ class PlotReporter:
 
         result = result_from_store(self._store, self._sweep_id)
         self.images = draw_plots(result.records, self._space, result.objectives, result.curves(), self._folder)
+        try:
+            self._publish(result.name, self.images)
+        except (PrefectException, httpx.HTTPError) as exc:  # the PNGs are on disk; the sweep's facts in the store
+            _log.warning(
+                "sweep %s: its plots artifact could not be made (%s: %s)", result.name, type(exc).__name__, exc
+            )
+
+    def _publish(self, name: str, images: dict[str, Path]) -> None:
         create_markdown_artifact(
-            plots_markdown(result.name, self.images),
-            key=f"{artifact_key(result.name)}-plots",
-            description=f"Sweep {result.name}: optimization history, parameter importance, parallel coordinates, "
+            plots_markdown(name, images),
+            key=f"{artifact_key(name)}-plots",
+            description=f"Sweep {name}: optimization history, parameter importance, parallel coordinates, "
             "training curves.",
         )
 

@@ -61,6 +61,12 @@ def test_summary_is_best_first_and_failures_say_why() -> None:
     assert [r["number"] for r in maxed][:2] == [0, 2]
 
 
+def test_a_long_summary_keeps_the_best_rows() -> None:
+    records = [record(n, TrialState.COMPLETE, (float(1000 - n),), x=n) for n in range(1000)]
+    rows = summary_rows(records, (Objective("loss"),), max_rows=50)
+    assert len(rows) == 50 and [r["number"] for r in rows] == list(range(999, 949, -1))
+
+
 def test_best_markdown_is_copyable_json_and_shows_the_pareto_front() -> None:
     objectives = (Objective("loss"), Objective("cost"))
     records = [
