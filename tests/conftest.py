@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,22 +27,33 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'hpo.db'}"
 
 
-@pytest.fixture(scope="session")
-def pg_schema_url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema in the local PostgreSQL, dropped afterwards."""
+def pg_admin(create: str) -> Any:
+    """An autocommit engine on the local PostgreSQL after running `create` (CREATE SCHEMA / DATABASE).
+
+    Where no PostgreSQL answers, the calling test skips, except under CI=true, where it fails.
+    """
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import OperationalError
 
     engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    schema = f"hpo_test_{uuid.uuid4().hex[:10]}"
     try:
         with engine.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            conn.execute(text(create))
     except OperationalError as exc:
         engine.dispose()
         if os.environ.get("CI") == "true":
             raise RuntimeError(f"PostgreSQL at {PG_ADMIN_URL} must answer under CI: {exc}") from exc
         pytest.skip(f"no PostgreSQL answers at {PG_ADMIN_URL}; start it to run these tests")
+    return engine
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema in the local PostgreSQL, dropped afterwards."""
+    from sqlalchemy import text
+
+    schema = f"hpo_test_{uuid.uuid4().hex[:10]}"
+    engine = pg_admin(f'CREATE SCHEMA "{schema}"')
     sep = "&" if "?" in PG_ADMIN_URL else "?"
     try:
         yield f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"

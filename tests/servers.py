@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
@@ -77,3 +78,14 @@ def flush_to_server(timeout: float = 60.0) -> None:
 
     APILogWorker.drain_all(timeout=timeout, at_exit=False)
     EventsWorker.drain_all(timeout=timeout, at_exit=False)
+
+
+def wait_final(client: Any, run_id: Any, within: float = 120) -> Any:
+    """The flow run once it has reached a final state (polling the server every 0.2 s)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"flow run {run_id} did not end within {within}s")

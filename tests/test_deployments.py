@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from flows.sweep_flow import hpo_run_sweep
 from prefect_hpo import load_result
 from prefect_hpo.spec import BudgetSpec, ExecutorSpec, SchedulerSpec, SweepSpec
 from tests.reporting.test_ui import CHROMIUM, browse
-from tests.servers import PREFECT, stop
+from tests.servers import PREFECT, stop, wait_final
 
 pytestmark = pytest.mark.prefect
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,17 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def quadratic(config: dict[str, Any]) -> float:
     return (config["x"] - 0.25) ** 2
-
-
-def wait_final(client: Any, run_id: Any, within: float) -> Any:
-    """The flow run once it has reached a final state."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        run = client.read_flow_run(run_id)
-        if run.state is not None and run.state.is_final():
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"flow run {run_id} did not end within {within}s")
 
 
 def test_prefect_yaml_deploys_the_sweep_with_a_form_and_a_nightly_schedule_that_runs(

@@ -24,21 +24,12 @@ def server_database() -> Iterator[str]:
     PostgreSQL rather than SQLite: trials on several workers write to the server at once, and the
     SQLite-backed server answers such load with 'database is locked' and 503s.
     """
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy import text
 
-    from tests.conftest import PG_ADMIN_URL
+    from tests.conftest import PG_ADMIN_URL, pg_admin
 
-    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"prefect_server_{uuid.uuid4().hex[:10]}"
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        engine.dispose()
-        if os.environ.get("CI") == "true":
-            raise RuntimeError(f"PostgreSQL at {PG_ADMIN_URL} must answer under CI: {exc}") from exc
-        pytest.skip(f"no PostgreSQL answers at {PG_ADMIN_URL}; start it to run the work-pool tests")
+    engine = pg_admin(f'CREATE DATABASE "{name}"')
     url = make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name, query={})
     try:
         yield url.render_as_string(hide_password=False)

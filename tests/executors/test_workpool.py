@@ -9,7 +9,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -26,6 +25,7 @@ from prefect_hpo.objective import Objective
 from prefect_hpo.schedulers import ASHAScheduler
 from prefect_hpo.trial import TrialSpec
 from tests.executors.conftest import PREFECT, ROOT
+from tests.servers import wait_final
 from tests.workpool_train import slow_first_attempt, train
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
@@ -228,16 +228,6 @@ def test_a_person_cancelling_a_run_and_a_trial_time_limit(
         assert run.state is not None and run.state.is_cancelled()  # cancelled through the Prefect API
 
 
-def _wait_final(client: Any, run_id: Any, within: float = 120) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        run = client.read_flow_run(run_id)
-        if run.state is not None and run.state.is_final():
-            return run
-        time.sleep(0.2)
-    raise AssertionError(f"flow run {run_id} did not end within {within}s")
-
-
 def test_launching_an_attempt_again_returns_its_flow_run(
     prefect_server: str, workers: dict[str, int], pg_url: str
 ) -> None:
@@ -252,7 +242,7 @@ def test_launching_an_attempt_again_returns_its_flow_run(
         # a parent that restarted launches the same attempt again, from a fresh executor and store
         again = RemoteExecutor(settings, SqlTrialStore(pg_url), "tests.workpool_train:train").job(record, spec).launch()
         assert again.id == first.id
-        assert _wait_final(client, first.id).state.is_completed()
+        assert wait_final(client, first.id).state.is_completed()
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[first.name])))
         assert [r.id for r in runs] == [first.id]  # one flow run for the attempt, however often it is launched
     assert store.trial(sid, 0).state == TrialState.COMPLETE
@@ -278,7 +268,7 @@ def test_the_sweep_deployment_runs_a_whole_sweep_on_the_pool(
     parameters = {"spec": spec}
     with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
         started = run_deployment("hpo-run-sweep/hpo-sweep", parameters=parameters, timeout=0)
-        sweep_run = _wait_final(client, started.id, within=240)  # type: ignore[union-attr]
+        sweep_run = wait_final(client, started.id, within=240)  # type: ignore[union-attr]
         assert sweep_run.state.is_completed(), sweep_run.state
         trial_runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
