@@ -9,15 +9,18 @@ the flow run itself. Import paths resolve from the deployment's working folder.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.states import Cancelled
 
 from prefect_hpo.errors import StoreError
 from prefect_hpo.importing import load_function
 from prefect_hpo.objective import build_objectives
-from prefect_hpo.records import TrialState
+from prefect_hpo.records import Outcome, TrialState
 from prefect_hpo.schedulers import scheduler_from_dict
 from prefect_hpo.store.sql import SqlTrialStore
 from prefect_hpo.trial import TrialSpec, run_training
@@ -43,6 +46,20 @@ class Heartbeat:
     def __exit__(self, *_: object) -> None:
         self._stopped.set()
         self._thread.join(timeout=self._interval + 5)
+
+
+def _cancelled_instead(outcome: Outcome) -> Outcome:
+    """A trial that failed while its flow run was being cancelled (a person pressed Cancel: the worker
+    signals the process, and the training code may die of it with any error) was cancelled, not failed."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return outcome
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(ctx.flow_run.id).state
+    if state is None or not (state.is_cancelling() or state.is_cancelled()):
+        return outcome
+    reason = f"flow run {ctx.flow_run.id} was cancelled in Prefect; not retried"
+    return replace(outcome, state=TrialState.PRUNED, reason=reason)
 
 
 @flow(name="hpo-trial", log_prints=False)
@@ -76,6 +93,8 @@ def hpo_trial(storage: str, sweep_id: int, number: int, train: str, spec: dict[s
         )
         with Heartbeat(store, record.id, float(spec.get("heartbeat_interval", 2.0))):
             outcome = run_training(load_function(train), trial_spec, store)
+        if outcome.state == TrialState.FAIL:
+            outcome = _cancelled_instead(outcome)
         try:
             final = store.finish_trial(record.id, outcome)
         except StoreError:  # the sweep decided first (time limit, lost heartbeat): its record stands
