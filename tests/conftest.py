@@ -66,13 +66,15 @@ def pg_schema_url() -> Iterator[str]:
 @pytest.fixture
 def pg_url(pg_schema_url: str) -> Iterator[str]:
     """PostgreSQL store URL with empty tables for each test."""
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, text
 
     from prefect_hpo.store import schema
 
     yield pg_schema_url
     engine = create_engine(pg_schema_url)
     schema.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE IF EXISTS {schema.VERSION_TABLE}"))
     engine.dispose()
 
 

@@ -17,7 +17,11 @@ reports  one row per intermediate report: trial (and its sweep), step, metrics a
          (what schedulers average and rank; NULL for NaN or when not reported).
 rungs    one row per trial per rung it reached: bracket, level (step), score;
          the row id is the order in which trials reached the rung.
-meta     key/value; holds the schema version.
+meta     key/value: the schema version (1, 2, ...) for prefect_hpo releases that predate migrations.
+
+The tables are created and changed by the Alembic migrations in `migrations/` (see
+`prefect_hpo.store.migrate`); these definitions are what the code reads and writes, and a
+test checks that the migrated tables match them.
 
 Timestamps are unix seconds (float): the same on SQLite and PostgreSQL, no
 time-zone handling, cheap to subtract for budgets.
@@ -39,7 +43,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+#: Where a store keeps its Alembic revision.
+VERSION_TABLE = "hpo_alembic_version"
 
 metadata = MetaData()
 

@@ -8,7 +8,6 @@ changes go through `_transition`, which refuses any move that
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -18,18 +17,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import Connection, RowMapping, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from prefect_hpo.budget import Usage
 from prefect_hpo.errors import StoreError, SweepBusyError, SweepConflictError
 from prefect_hpo.records import ALLOWED_TRANSITIONS, Config, Outcome, Report, TrialRecord, TrialState
-from prefect_hpo.store import schema
+from prefect_hpo.store import migrate, schema
 from prefect_hpo.store.urls import mask_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-_SCHEMA_LOCK_KEY = 0x70685F68706F  # an arbitrary constant: PostgreSQL advisory lock for schema creation
+_SCHEMA_LOCK_KEY = 0x70685F68706F  # an arbitrary constant: PostgreSQL advisory lock for migrations
 #: The states whose trials the budget counts: duplicates and rejected configurations cost nothing.
 _BUDGET_STATES = [s.value for s in TrialState if s not in (TrialState.PRUNED_DUPLICATE, TrialState.PRUNED_INVALID)]
 
@@ -115,48 +114,17 @@ class SqlTrialStore:
             event.listen(self._writer, "begin", _begin_immediate)
         self._initialise()
 
-    def _create_schema(self) -> None:
-        """Create missing tables; safe when several processes open a new store at the same moment."""
-        for attempt in range(3):
-            try:
-                with self._writer.begin() as conn:
-                    if conn.dialect.name == "postgresql":
-                        # one creator at a time; the others then find the tables made
-                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-                    schema.metadata.create_all(conn)
-                return
-            except (IntegrityError, ProgrammingError, OperationalError) as exc:
-                # another process created a table between our check and our CREATE
-                if "already exists" not in str(exc.orig) or attempt == 2:
-                    raise
-
-    def _add_missing_columns(self) -> None:
-        """Columns added to schema version 1 after stores were written with it (nullable, so old rows stay valid)."""
-        with self._writer.begin() as conn:
-            have = {c["name"] for c in inspect(conn).get_columns(schema.sweeps.name)}
-            # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE), so no one adds them meanwhile;
-            # PostgreSQL: IF NOT EXISTS makes a second process's ALTER a no-op
-            guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
-            for column, sql_type in (("spec", "JSON"), ("owner", "VARCHAR(255)"), ("owner_beat", "FLOAT")):
-                if column not in have:
-                    conn.execute(text(f"ALTER TABLE {schema.sweeps.name} ADD COLUMN {guard}{column} {sql_type}"))
-
     def _initialise(self) -> None:
+        """Migrate the tables to this prefect_hpo's schema; a store already there costs one query."""
         try:
-            self._create_schema()
-            self._add_missing_columns()
+            with self._engine.connect() as conn:
+                if migrate.current_revision(conn) == migrate.HEAD:
+                    return
             with self._writer.begin() as conn:
-                row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")).first()
-                if row is None:
-                    with contextlib.suppress(IntegrityError):  # another process wrote it first
-                        conn.execute(
-                            schema.meta.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION))
-                        )
-                elif int(row[0]) > schema.SCHEMA_VERSION:
-                    raise StoreError(
-                        f"storage {self.safe_url!r} has schema version {row[0]}, newer than this "
-                        f"prefect_hpo understands ({schema.SCHEMA_VERSION}); upgrade prefect_hpo"
-                    )
+                if conn.dialect.name == "postgresql":
+                    # one migrator at a time; the others then find the store migrated
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+                migrate.upgrade(conn, where=f"storage {self.safe_url!r}")
         except OperationalError as exc:
             raise StoreError(
                 f"cannot reach storage {self.safe_url!r}: {exc.orig}; check that the database "

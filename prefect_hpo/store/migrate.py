@@ -1,0 +1,70 @@
+"""Bring a store's tables to the schema this prefect_hpo writes, with Alembic's migrations.
+
+The migrations live in `migrations/versions`; their revision is kept in the store's own
+`hpo_alembic_version` table (not Alembic's default name, so a database shared with an
+application that uses Alembic itself keeps both). A store written before migrations existed
+(tables, no version table) is stamped at the first revision, which is the schema it has, and
+upgraded from there. A store stamped with a revision this prefect_hpo does not know was
+written by a newer one and is refused rather than touched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from prefect_hpo.errors import StoreError
+from prefect_hpo.store.schema import VERSION_TABLE, sweeps
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: The newest revision; opening a store at it skips Alembic altogether (a trial process opens the
+#: store too, so the common case must stay one small query). A test checks it is the scripts' head.
+HEAD = "0002"
+#: The revision whose schema stores written before migrations existed have.
+FIRST = "0001"
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The store's revision, or None for a new store or one written before migrations."""
+    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def script_head() -> str | None:
+    """The head revision of the migration scripts shipped with this prefect_hpo."""
+    return ScriptDirectory.from_config(_config(None)).get_current_head()
+
+
+def upgrade(conn: Connection, target: str = "head", *, where: str = "storage") -> None:
+    """Migrate the store behind `conn` to `target`, inside the caller's transaction.
+
+    The caller holds the store's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory
+    lock), so a second process opening a new store at the same moment waits, then finds it done.
+    `where` names the store in errors (a URL with its password masked).
+    """
+    config = _config(conn)
+    current = current_revision(conn)
+    if current is not None:
+        try:
+            ScriptDirectory.from_config(config).get_revision(current)
+        except CommandError:
+            raise StoreError(
+                f"{where} was written by a newer prefect_hpo (schema revision {current!r}, newest known "
+                f"here {HEAD!r}); upgrade prefect_hpo to open it"
+            ) from None
+    elif inspect(conn).has_table(sweeps.name):
+        command.stamp(config, FIRST)  # written before migrations: it has the first revision's tables
+    command.upgrade(config, target)
+
+
+def _config(conn: Connection | None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    return config
