@@ -40,8 +40,11 @@ def build_search(
     objectives: tuple[Objective, ...],
     seed: int | None,
     grid_resolution: int,
+    stored_trials: int = 0,
 ) -> tuple[Scheduler, Strategy]:
-    """The scheduler, and the strategy that sees its rungs (so that "tpe" + ASHA/Hyperband is BOHB)."""
+    """The scheduler, and the strategy that sees its rungs (so that "tpe" + ASHA/Hyperband is BOHB).
+
+    `stored_trials` is how many trials the sweep already has (a continued sweep)."""
     stopper = build_scheduler(scheduler, seed=seed)
     searcher = build_strategy(
         strategy,
@@ -50,6 +53,7 @@ def build_search(
         seed=seed,
         grid_resolution=grid_resolution,
         rung_levels=tuple(getattr(stopper, "levels", ())),
+        stored_trials=stored_trials,
     )
     return stopper, searcher
 
@@ -65,13 +69,6 @@ def mark_crashed(flow_run_id: str | None, message: str) -> None:
             return  # it ran against another Prefect server
         if run.state is not None and not run.state.is_final():
             client.set_flow_run_state(run.id, Crashed(message=message), force=True)
-
-
-def _run_seed(seed: int | None, stored_trials: int) -> int | None:
-    """The seed of this run of a sweep: the user's seed for a new sweep; moved on by the number of stored
-    trials when a sweep continues, so that a seeded sampler does not propose again, from the same random
-    stream, the configurations it proposed in the runs before (they would all be duplicates)."""
-    return seed if seed is None or stored_trials == 0 else seed + stored_trials
 
 
 @flow(name="hpo-sweep", validate_parameters=False)
@@ -127,7 +124,7 @@ def sweep_flow(
             )
         store.start_sweep(sweep_id, flow_run_id)
         stopper, searcher = build_search(
-            strategy, scheduler, search_space, objectives, _run_seed(seed, store.next_number(sweep_id)), grid_resolution
+            strategy, scheduler, search_space, objectives, seed, grid_resolution, store.next_number(sweep_id)
         )
         if isinstance(executor, ClusterExecutor):
             runner = ClusterTrials(train, store, limits.trial_time_limit)

@@ -21,7 +21,7 @@ from prefect_hpo.records import Config, Outcome, TrialRecord, TrialState
 from prefect_hpo.schedulers.base import Scheduler
 from prefect_hpo.space import config_hash
 from prefect_hpo.store.sql import SqlTrialStore
-from prefect_hpo.strategies.base import MultiFidelityStrategy, Strategy
+from prefect_hpo.strategies.base import MultiFidelityStrategy, ResumableStrategy, Strategy
 from prefect_hpo.trial import TrialSpec
 
 #: States whose configuration counts as already evaluated (or being evaluated).
@@ -118,9 +118,13 @@ class _SweepLoop:
         self.strategy, self.store, self.executor = strategy, store, executor
         self.settings, self.reporter = settings, reporter
         self.sid, self.budget = settings.sweep_id, settings.budget
-        for past in store.trials(self.sid):
-            if past.state.is_finished:
-                strategy.tell(past)
+        stored = store.trials(self.sid)
+        if isinstance(strategy, ResumableStrategy):
+            strategy.restore(stored)
+        else:
+            for past in stored:
+                if past.state.is_finished:
+                    strategy.tell(past)
         self.counter = _Counter(store.usage(self.sid), started_at=clock())
         self.running: dict[int, TrialHandle] = {}
         self.number = store.next_number(self.sid)

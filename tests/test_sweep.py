@@ -431,6 +431,27 @@ def test_a_seeded_sweep_is_reproducible_end_to_end(tmp_path: Path, strategy: str
     assert run("first") == run("second")
 
 
+def test_a_seeded_random_sweep_continued_in_pieces_proposes_what_one_run_would(tmp_path: Path) -> None:
+    def run(folder: str, pieces: list[int]) -> list[Config]:
+        for max_trials in pieces:
+            result = sweep(
+                quadratic,
+                {"x": Float(0, 1), "k": Categorical(["a", "b", "c"])},
+                "loss",
+                "random",
+                Budget(max_trials=max_trials),
+                storage=f"sqlite:///{tmp_path / folder / 'hpo.db'}",
+                name="pieces",
+                seed=5,
+                workers="threads",
+                artifact_interval=None,
+            )
+        return [r.config for r in result.records]
+
+    whole = run("whole", [7])
+    assert run("pieces", [2, 3, 7]) == whole and len({str(c) for c in whole}) == 7
+
+
 def test_a_new_space_under_a_used_name_is_refused_or_forked(sqlite_url: str) -> None:
     kwargs: dict[str, Any] = dict(objective="loss", strategy="random", storage=sqlite_url, name="forked")
     first = sweep(quadratic, {"x": Float(0, 1)}, budget=Budget(max_trials=2), workers="threads", **kwargs)

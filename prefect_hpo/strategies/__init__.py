@@ -56,6 +56,10 @@ _SINGLE_OBJECTIVE_ONLY = {"cmaes"}
 STRATEGY_NAMES = ("grid", *_SAMPLERS)
 
 
+def _moved_on(seed: int | None, stored_trials: int) -> int | None:
+    return seed if seed is None or stored_trials == 0 else seed + stored_trials
+
+
 def strategy_name(strategy: Any) -> str:
     """The name a strategy is stored under: its given name, or its class name."""
     return strategy if isinstance(strategy, str) else type(strategy).__name__
@@ -69,10 +73,17 @@ def build_strategy(
     seed: int | None = None,
     grid_resolution: int = 5,
     rung_levels: tuple[int, ...] = (),
+    stored_trials: int = 0,
 ) -> Strategy:
     """A ready strategy from a name, an Optuna sampler instance, or an object with ask/tell.
 
     "tpe" with `rung_levels` (a multi-fidelity scheduler's rungs) and one objective is BOHB.
+    `stored_trials` > 0 means the sweep continues: seeded "random" replays its random stream up to
+    where the sweep stands (`OptunaStrategy.restore`), so that a seeded random sweep proposes the same
+    configurations however often it was interrupted; the other seeded samplers cannot be replayed
+    cheaply (their proposals depend on the history at each ask) and get the seed moved on by
+    `stored_trials` instead, so that they do not propose their earlier configurations again from the
+    same stream (all would be duplicates).
     """
     if isinstance(strategy, optuna.samplers.BaseSampler):
         return OptunaStrategy(space, objectives, strategy)
@@ -81,7 +92,7 @@ def build_strategy(
         if name == "grid":
             return GridStrategy(space, resolution=grid_resolution)
         if name == "tpe" and rung_levels and len(objectives) == 1:
-            return BohbStrategy(space, objectives, rung_levels, seed=seed)
+            return BohbStrategy(space, objectives, rung_levels, seed=_moved_on(seed, stored_trials))
         if name not in _SAMPLERS:
             raise StrategyError(
                 f"strategy {strategy!r} is unknown; use one of {list(STRATEGY_NAMES)} or an Optuna sampler"
@@ -91,7 +102,9 @@ def build_strategy(
                 f"strategy {name!r} optimises one objective, but {len(objectives)} were given; "
                 "use 'nsga2', 'tpe' or 'random' for several objectives"
             )
-        return OptunaStrategy(space, objectives, _SAMPLERS[name](seed))
+        if name == "random":
+            return OptunaStrategy(space, objectives, optuna.samplers.RandomSampler(seed=seed), replays_asks=True)
+        return OptunaStrategy(space, objectives, _SAMPLERS[name](_moved_on(seed, stored_trials)))
     if isinstance(strategy, Strategy):
         return strategy
     raise StrategyError(

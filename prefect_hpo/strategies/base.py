@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from prefect_hpo.records import Config, TrialRecord
@@ -21,6 +22,17 @@ class Strategy(Protocol):
     def ask(self) -> Config | None: ...
 
     def tell(self, trial: TrialRecord) -> None: ...
+
+
+@runtime_checkable
+class ResumableStrategy(Strategy, Protocol):
+    """A strategy that rebuilds itself from the stored trials of a continued sweep in its own way.
+
+    `restore` gets every stored trial, in number order, running ones included, once, before the
+    first `ask`; a strategy without it is told each finished stored trial instead.
+    """
+
+    def restore(self, trials: Sequence[TrialRecord]) -> None: ...
 
 
 @runtime_checkable

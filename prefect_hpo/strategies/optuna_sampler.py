@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 
 import optuna
 from optuna.trial import TrialState as OptunaState
@@ -22,9 +23,15 @@ class OptunaStrategy:
     """Proposes through `study.ask()` and the space's define-by-run walk; learns through `study.tell()`."""
 
     def __init__(
-        self, space: SearchSpace, objectives: tuple[Objective, ...], sampler: optuna.samplers.BaseSampler
+        self,
+        space: SearchSpace,
+        objectives: tuple[Objective, ...],
+        sampler: optuna.samplers.BaseSampler,
+        *,
+        replays_asks: bool = False,
     ) -> None:
         self._space = space
+        self._replays_asks = replays_asks
         # Optuna logs each created study and told trial at INFO; the sweep logs each trial once itself.
         if optuna.logging.get_verbosity() <= optuna.logging.INFO:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -41,6 +48,22 @@ class OptunaStrategy:
         config = self._space.suggest(trial)
         self._pending[config_hash(config)].append(trial)
         return config
+
+    def restore(self, trials: Sequence[TrialRecord]) -> None:
+        """Rebuild from the store's trials (all of them, by number) before the first ask of a continued sweep.
+
+        With `replays_asks` (a sampler whose proposals depend on its random stream alone: random
+        search), the sampler is first asked once per stored trial, as the interrupted runs asked it, so
+        that its stream stands where they left it and it goes on with what an uninterrupted run would
+        have proposed. Asks are cheap for such a sampler (10,000 in well under a second). Every finished
+        trial is then told; trials still running (orphans run again) are told when they end.
+        """
+        if self._replays_asks:
+            for _ in trials:
+                self.ask()
+        for trial in trials:
+            if trial.state.is_finished:
+                self.tell(trial)
 
     def tell(self, trial: TrialRecord) -> None:
         state, values = _optuna_outcome(trial)

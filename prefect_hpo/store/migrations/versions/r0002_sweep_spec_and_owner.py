@@ -9,6 +9,8 @@ Revises: 0001
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -17,7 +19,11 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-_COLUMNS = {"spec": sa.JSON, "owner": lambda: sa.String(255), "owner_beat": sa.Float}
+_COLUMNS: dict[str, sa.types.TypeEngine[Any]] = {
+    "spec": sa.JSON(),
+    "owner": sa.String(255),
+    "owner_beat": sa.Float(),
+}
 
 
 def upgrade() -> None:
@@ -25,7 +31,7 @@ def upgrade() -> None:
     with op.batch_alter_table("hpo_sweeps") as batch:
         for name, kind in _COLUMNS.items():
             if name not in have:
-                batch.add_column(sa.Column(name, kind()))
+                batch.add_column(sa.Column(name, kind))
     op.execute("UPDATE hpo_meta SET value = '2' WHERE key = 'schema_version'")
 
 
