@@ -79,7 +79,10 @@ class _Job:
                 duration=time.perf_counter() - start,
             )
         except TrialDied as exc:
-            return Outcome(state=TrialState.FAIL, error=str(exc), duration=time.perf_counter() - start)
+            # Recoverable: a process killed from outside (the OOM killer, a person, a lost node) deserves
+            # another attempt; the loop gives up with FAIL after max_retries, so a training function that
+            # crashes its process every time costs max_retries + 1 runs, as under Ray Tune's max_failures.
+            return Outcome(state=TrialState.FAIL_RECOVERABLE, error=str(exc), duration=time.perf_counter() - start)
 
     def cancel(self, reason: str) -> None:
         with self._lock:

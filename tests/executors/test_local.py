@@ -131,9 +131,9 @@ def dies(config: dict[str, Any], trial: Trial) -> float:
     return 0.5
 
 
-def test_a_worker_that_dies_fails_its_trial_and_the_pool_goes_on(sqlite_url: str) -> None:
+def test_a_worker_that_dies_fails_its_trial_recoverably_and_the_pool_goes_on(sqlite_url: str) -> None:
     dead, alive = run_trials(sqlite_url, dies, [{"die": True}, {"die": False}], workers="processes", slots=1)
-    assert dead.state == TrialState.FAIL and "died with exit code 3" in (dead.error or "")
+    assert dead.state == TrialState.FAIL_RECOVERABLE and "died with exit code 3" in (dead.error or "")
     assert alive.state == TrialState.COMPLETE and alive.value == 0.5
 
 
