@@ -15,6 +15,7 @@ from prefect.states import Crashed
 
 from prefect_hpo.budget import Budget
 from prefect_hpo.controller import TrialCallback, TrialCallbackReporter
+from prefect_hpo.errors import StoreError
 from prefect_hpo.executors.cluster import ClusterExecutor, ClusterTrials
 from prefect_hpo.executors.local import LocalExecutor, WorkerKind
 from prefect_hpo.executors.workpool import RemoteExecutor, WorkPoolExecutor
@@ -156,7 +157,8 @@ def sweep_flow(
         try:
             outcome = run_loop(searcher, store, runner, settings, reporter)
         except BaseException as exc:
-            store.finish_sweep(sweep_id, "failed", f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(StoreError):  # the store may be what failed (full, unreachable)
+                store.finish_sweep(sweep_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
         store.finish_sweep(sweep_id, outcome.status, outcome.reason)
         return result_from_store(store, sweep_id)

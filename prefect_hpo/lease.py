@@ -10,12 +10,17 @@ would each need the other's pending trials, which the store does not carry.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import threading
 import uuid
 
+from prefect_hpo.errors import StoreError
 from prefect_hpo.store.sql import SqlTrialStore
+
+logger = logging.getLogger("prefect_hpo.lease")
 
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 30.0
@@ -26,12 +31,21 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+#: The owners whose leases this process holds now. Process-wide on purpose: it is this process's own
+#: knowledge of which of its claims are live, which a claim left behind by an earlier sweep of this same
+#: process (its release failed on a full or unreachable store) needs in order to be taken over.
+_HELD_HERE: set[str] = set()
+
+
 def owner_alive(owner: str) -> bool:
-    """False when `owner` ran on this host and its process is gone; True otherwise (we cannot see further)."""
+    """False when `owner` ran on this host and its process is gone (or is this process and its lease ended);
+    True otherwise (we cannot see further)."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return True
+    if int(pid) == os.getpid():
+        return owner in _HELD_HERE
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -59,14 +73,22 @@ class SweepLease:
         self.previous_owner, self.previous_flow_run_id = self._store.claim_sweep(
             self._sweep_id, self.owner, self._stale_after, owner_alive
         )
+        _HELD_HERE.add(self.owner)
         self._thread.start()
         return self
 
     def _beat(self) -> None:
         while not self._stopped.wait(self._interval):
-            self._store.renew_claim(self._sweep_id, self.owner)
+            try:
+                self._store.renew_claim(self._sweep_id, self.owner)
+            except StoreError as exc:  # the sweep itself meets the same store and says what is wrong
+                logger.warning("sweep lease not renewed: %s", exc)
 
     def __exit__(self, *_: object) -> None:
         self._stopped.set()
+        _HELD_HERE.discard(self.owner)
         self._thread.join(timeout=self._interval + 5)
-        self._store.release_sweep(self._sweep_id, self.owner)
+        # If the store cannot take the release (full, unreachable), the claim stays with a dead owner,
+        # which the next parent on this host takes over at once (and one elsewhere after stale_after).
+        with contextlib.suppress(StoreError):
+            self._store.release_sweep(self._sweep_id, self.owner)

@@ -36,3 +36,13 @@ def dies(config: dict[str, Any], trial: Any) -> float:
     if config["die"]:
         os._exit(3)
     return float(config["x"])
+
+
+def hoarder(config: dict[str, Any], trial: Any) -> float:
+    """Thirty reports of fifty metrics each (a store that grows fast); appends the finished result to a log."""
+    value = (config["x"] - 0.3) ** 2
+    for step in range(1, 31):
+        trial.report(step, loss=value, **{f"m{i}": config["x"] * step + i for i in range(50)})
+    with open(config["log"], "a") as log:
+        log.write(f"{config['x']!r} {value!r}\n")
+    return value

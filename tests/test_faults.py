@@ -8,6 +8,7 @@ that the training function appends to outside the store.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -16,14 +17,20 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from prefect_hpo import Budget, Categorical, Float, SqlTrialStore, TrialState, start_sweep, sweep
+from prefect_hpo.errors import StoreError
 from prefect_hpo.records import TrialRecord
-from tests.fault_train import STEPS, bowl, chatty, dies
+from tests.conftest import PG_ADMIN_URL, pg_admin
+from tests.fault_train import STEPS, bowl, chatty, dies, hoarder
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 20
@@ -198,3 +205,158 @@ def test_a_trial_whose_process_always_dies_is_retried_then_failed_and_the_sweep_
     assert dead.error == "the worker process died with exit code 3"
     assert dead.reason == "gave up after 2 attempts: the worker process died with exit code 3"
     assert alive.state == TrialState.COMPLETE and alive.value == 0.5
+
+
+class _Records(logging.Handler):
+    """Collects the store's log records (the sweep runs in another thread of this process)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def saw(self, text: str) -> bool:
+        return any(text in m for m in self.messages)
+
+
+@pytest.fixture
+def outage_db() -> Iterator[tuple[str, Callable[[bool], None]]]:
+    """A PostgreSQL database of its own, with a switch that revokes it (connections refused, open ones
+    ended) and gives it back; its URL carries a password (trust auth ignores it) that must never show."""
+    name = f"hpo_outage_{uuid.uuid4().hex[:8]}"
+    admin = pg_admin(f'CREATE DATABASE "{name}"')
+
+    def available(yes: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}'))
+            if not yes:
+                conn.execute(
+                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"), {"db": name}
+                )
+
+    url = make_url(PG_ADMIN_URL).set(database=name, password="s3cret").render_as_string(hide_password=False)
+    try:
+        yield url, available
+    finally:
+        available(True)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_database_that_goes_away_for_a_moment_is_waited_for(
+    outage_db: tuple[str, Callable[[bool], None]], tmp_path: Path
+) -> None:
+    url, available = outage_db
+    records = _Records()
+    logging.getLogger("prefect_hpo.store").addHandler(records)
+    running = start_sweep(
+        bowl,
+        {"x": Float(0.0, 1.0), "y": Float(0.0, 1.0), "log": str(tmp_path / "finished.log")},
+        "loss",
+        "random",
+        Budget(max_trials=10, max_concurrent=2),
+        url,
+        "outage",
+        seed=3,
+        workers="threads",
+    )
+    try:
+        watcher = SqlTrialStore(url)
+        deadline = time.monotonic() + 120
+        while "outage" not in watcher.sweep_names() or _finished(watcher, watcher.sweep_id("outage")) < 3:
+            assert time.monotonic() < deadline and running.is_running()
+            time.sleep(0.02)
+        before = {r.number: r for r in watcher.trials(watcher.sweep_id("outage")) if r.state.is_finished}
+        watcher.close()
+        available(False)
+        try:
+            while not records.saw("does not answer"):  # the sweep has met the outage
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        finally:
+            available(True)
+        result = running.result()
+    finally:
+        logging.getLogger("prefect_hpo.store").removeHandler(records)
+    done = {r.number: r for r in result.records}
+    assert len(done) == 10 and all(r.state == TrialState.COMPLETE for r in done.values())
+    assert len({r.config_hash for r in done.values()}) == 10
+    assert all(done[n].value == r.value and done[n].config == r.config for n, r in before.items())
+    assert records.saw("answers again after")
+    assert not any("s3cret" in m for m in records.messages)
+
+
+@pytest.mark.postgres
+def test_a_database_gone_for_longer_than_the_outage_timeout_is_a_clear_error(
+    outage_db: tuple[str, Callable[[bool], None]],
+) -> None:
+    url, available = outage_db
+    store = SqlTrialStore(url, outage_timeout=1.0)
+    sid = store.open_sweep("gone", space={}, objectives=[], strategy="-", budget={})
+    available(False)
+    started = time.monotonic()
+    with pytest.raises(StoreError) as info:
+        store.trials(sid)
+    assert time.monotonic() - started >= 1.0  # it waited before giving up
+    message = str(info.value)
+    assert "did not answer for 1 s" in message and "run the same sweep again" in message
+    assert "s3cret" not in message and "***" in message
+    available(True)
+    assert store.trials(sid) == []  # and works again once the database is back
+    store.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: a disk that fills up (mounting needs root, which CI's machine has)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"cannot mount a tmpfs under CI: {mounted.stderr.decode()}")
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_a_full_disk_stops_the_sweep_with_a_clear_error_and_keeps_what_was_committed(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    url, log = f"sqlite:///{small_disk / 'hpo.db'}", tmp_path / "finished.log"
+
+    def run() -> Any:
+        return sweep(
+            hoarder,
+            {"x": Float(0.0, 1.0), "log": str(log)},
+            "loss",
+            "random",
+            Budget(max_trials=80, max_concurrent=2),
+            storage=url,
+            name="full",
+            seed=1,
+            workers="threads",
+            artifact_interval=None,
+        )
+
+    with pytest.raises(StoreError, match=r"is full \(database or disk is full\).*free space and run the same sweep"):
+        run()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    with sqlite3.connect(small_disk / "hpo.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    store = SqlTrialStore(url)
+    before = {r.number: r for r in store.trials(store.sweep_id("full")) if r.state == TrialState.COMPLETE}
+    store.close()
+    assert before  # some trials finished before the disk filled
+    logged = dict(tuple(float(v) for v in line.split()) for line in log.read_text().splitlines())
+    assert all(logged[r.config["x"]] == r.value for r in before.values())  # what was committed is intact
+
+    done = {r.number: r for r in run().records}  # space again: the same sweep continues
+    assert len(done) == 80 and all(r.state == TrialState.COMPLETE for r in done.values())
+    assert all(done[n].value == r.value and done[n].attempt == r.attempt for n, r in before.items())

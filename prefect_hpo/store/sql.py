@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ from prefect_hpo.budget import Usage
 from prefect_hpo.errors import StoreError, SweepBusyError, SweepConflictError
 from prefect_hpo.records import ALLOWED_TRANSITIONS, Config, Outcome, Report, TrialRecord, TrialState
 from prefect_hpo.store import migrate, schema
+from prefect_hpo.store.outages import OUTAGE_TIMEOUT_S, guard_public_methods
 from prefect_hpo.store.urls import mask_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -72,12 +74,19 @@ def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+@guard_public_methods
 class SqlTrialStore:
-    """The single source of truth for sweeps, trials and reports."""
+    """The single source of truth for sweeps, trials and reports.
 
-    def __init__(self, url: str) -> None:
+    Every public method waits out a database that is briefly unreachable (up to `outage_timeout`
+    seconds) and ends with a StoreError on a full disk: see `prefect_hpo.store.outages`.
+    """
+
+    def __init__(self, url: str, *, outage_timeout: float = OUTAGE_TIMEOUT_S) -> None:
         self.url = url
         self.safe_url = mask_url(url)
+        self.outage_timeout = outage_timeout
+        self._calls = threading.local()
         try:
             parsed = make_url(url)
         except Exception:  # noqa: BLE001 - SQLAlchemy raises several types for a bad URL
