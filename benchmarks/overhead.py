@@ -7,6 +7,12 @@ Rows:
   every trial durable in a SQLite store and visible as a Prefect task run.
 - bare Prefect: a flow submitting the same number of no-op task runs (Prefect's own floor).
 - Optuna in memory / Optuna SQLite: `study.optimize` with RandomSampler (no Prefect).
+- hyperopt: `fmin` with random search over in-memory `Trials` (hyperopt persists only to MongoDB).
+- Ray Tune, reuse_actors on / off: `Tuner.fit()` of a function trainable, 4 concurrent trials,
+  results persisted to its local experiment folder; `ray.init` is not timed.
+
+Peers that are not project dependencies come from the `bench` extra (`pip install -e .[bench]`),
+which `bash scripts/bench.sh` installs.
 
 Each row runs in a fresh process so that memory peaks are its own and the ephemeral
 Prefect server start is excluded from the figures (it is timed separately).
@@ -24,7 +30,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-CASES = ("prefect_hpo threads", "prefect_hpo processes", "bare Prefect tasks", "Optuna in memory", "Optuna SQLite")
+CASES = (
+    "prefect_hpo threads",
+    "prefect_hpo processes",
+    "bare Prefect tasks",
+    "Optuna in memory",
+    "Optuna SQLite",
+    "hyperopt",
+    "Ray Tune reuse_actors",
+    "Ray Tune fresh actors",
+)
 
 
 def trivial(config: dict[str, Any]) -> float:
@@ -37,7 +52,63 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _run_peer(case: str, trials: int, workdir: str) -> float:
+    """Seconds for `trials` trivial trials through a peer that is not Prefect."""
+    if case == "hyperopt":
+        import hyperopt
+        import numpy as np
+
+        t = time.perf_counter()
+        hyperopt.fmin(
+            lambda c: float(c["x"]),
+            {"x": hyperopt.hp.uniform("x", 0.0, 1.0)},
+            algo=hyperopt.rand.suggest,
+            max_evals=trials,
+            trials=hyperopt.Trials(),
+            rstate=np.random.default_rng(0),
+            show_progressbar=False,
+        )
+        return time.perf_counter() - t
+    if case.startswith("Ray Tune"):
+        import ray
+        from ray import tune
+
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+
+        def trainable(config: dict[str, Any]) -> dict[str, float]:
+            return {"loss": float(config["x"])}
+
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"x": tune.uniform(0.0, 1.0)},
+            tune_config=tune.TuneConfig(
+                metric="loss",
+                mode="min",
+                num_samples=trials,
+                max_concurrent_trials=4,
+                reuse_actors=case.endswith("reuse_actors"),
+            ),
+            run_config=tune.RunConfig(storage_path=workdir, name="overhead", verbose=0),
+        )
+        t = time.perf_counter()
+        grid = tuner.fit()
+        elapsed = time.perf_counter() - t
+        assert len(grid) == trials
+        ray.shutdown()
+        return elapsed
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{workdir}/optuna.db" if "SQLite" in case else None
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), storage=storage)
+    t = time.perf_counter()
+    study.optimize(lambda tr: tr.suggest_float("x", 0.0, 1.0), n_trials=trials)
+    return time.perf_counter() - t
+
+
 def _run_case(case: str, trials: int, workdir: str) -> dict[str, float]:
+    if not case.startswith(("prefect_hpo", "bare")):
+        return {"elapsed": _run_peer(case, trials, workdir), "peak_mb": _peak_mb(), "server_start": 0.0}
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -81,15 +152,6 @@ def _run_case(case: str, trials: int, workdir: str) -> dict[str, float]:
 
         t = time.perf_counter()
         bare(trials)
-        elapsed = time.perf_counter() - t
-    else:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = f"sqlite:///{workdir}/optuna.db" if "SQLite" in case else None
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), storage=storage)
-        t = time.perf_counter()
-        study.optimize(lambda tr: tr.suggest_float("x", 0.0, 1.0), n_trials=trials)
         elapsed = time.perf_counter() - t
     return {"elapsed": elapsed, "peak_mb": _peak_mb(), "server_start": server_start}
 

@@ -167,7 +167,8 @@ class _SweepLoop:
 
         An executor whose trials outlive their parent (flow runs on a work pool) adopts them: it watches
         the same attempt again, and its launch is idempotent. Elsewhere the trial died with its parent:
-        it is recorded FAIL_RECOVERABLE and runs again as a new attempt, up to max_retries.
+        it is recorded FAIL_RECOVERABLE and runs again as a new attempt, up to max_retries. Trials left
+        FAIL_RECOVERABLE (recorded, then the run ended before it retried them) run again the same way.
         """
         for orphan in self.store.trials(self.sid, [TrialState.RUNNING]):
             if getattr(self.executor, "adopts_running", False):
@@ -178,12 +179,17 @@ class _SweepLoop:
                 TrialState.FAIL_RECOVERABLE,
                 error="the sweep's parent process died while this trial ran; it runs again as a new attempt",
             )
-            failed = self.store.finish_trial(orphan.id, lost)
-            if not self._retry(failed):
-                final = self.store.give_up(failed.id, f"gave up after {failed.attempt} attempts: {failed.error}")
-                self.counter.ended(final, 0.0)
-                self.strategy.tell(final)
-                self.reporter.trial_ended(final, self.counter.status(self.budget, self.running))
+            self._retry_or_give_up(self.store.finish_trial(orphan.id, lost))
+        # recoverable failures the previous run recorded but did not retry before it ended (its store failed)
+        for failed in self.store.trials(self.sid, [TrialState.FAIL_RECOVERABLE]):
+            self._retry_or_give_up(failed)
+
+    def _retry_or_give_up(self, failed: TrialRecord) -> None:
+        if not self._retry(failed):
+            final = self.store.give_up(failed.id, f"gave up after {failed.attempt} attempts: {failed.error}")
+            self.counter.ended(final, 0.0)
+            self.strategy.tell(final)
+            self.reporter.trial_ended(final, self.counter.status(self.budget, self.running))
 
     def _stop(self, reason: str) -> LoopResult:
         """Stop every running trial, leave the paused ones, and end (with an error after too many failures)."""

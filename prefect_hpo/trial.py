@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from prefect_hpo.errors import ObjectiveError, TrialFunctionError, TrialPaused, TrialStopped
+from prefect_hpo.errors import ObjectiveError, StoreError, TrialFunctionError, TrialPaused, TrialStopped
 from prefect_hpo.objective import Objective, objective_values
 from prefect_hpo.records import Config, Outcome, TrialState
 from prefect_hpo.schedulers.base import Action, ReportEvent, Scheduler, SchedulerStore
@@ -274,6 +274,17 @@ def run_training(train: TrainFn, spec: TrialSpec, sink: ReportSink) -> Outcome:
         )
     except TrialStopped as stop:
         stopped, result = stop.reason, None
+    except StoreError as exc:
+        # The store failed under trial.report (full, unreachable past its outage timeout): not the
+        # trial's fault, so it runs again once the store is back (if the store takes even this record;
+        # otherwise it stays RUNNING and the next run of the sweep reconciles it the same way).
+        return Outcome(
+            state=TrialState.FAIL_RECOVERABLE,
+            last_step=trial.last_step,
+            error=f"the trial store failed while the trial reported: {exc}",
+            duration=time.perf_counter() - start,
+            worker=worker_id(),
+        )
     except Exception:  # noqa: BLE001 - any error of user code is recorded on the trial, not raised
         return Outcome(
             state=TrialState.FAIL,
