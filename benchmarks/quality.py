@@ -111,6 +111,7 @@ def _our_trial(config: dict[str, Any], trial: Any) -> float:
 
 
 def run_ours(problem: Problem, method: str, seed: int, folder: str) -> list[Event]:
+    """One sweep through prefect_hpo; the trials in the order they ended."""
     import optuna
 
     from prefect_hpo import Budget, TrialState, sweep
@@ -134,7 +135,7 @@ def run_ours(problem: Problem, method: str, seed: int, folder: str) -> list[Even
         strategy,
         budget,
         storage=f"sqlite:///{folder}/ours.db",
-        name=f"{problem.name}-{method}-{seed}",
+        name=f"{problem.name}-{method.replace('+', '-')}-{seed}",
         scheduler={"type": scheduler, "max_t": problem.max_t, "grace_period": 1, "reduction_factor": 3}
         if scheduler
         else None,
@@ -233,6 +234,7 @@ def run_ray(problem: Problem, method: str, seed: int, folder: str) -> list[Event
             mode="min",
             num_samples=budget,  # more than fit: the step budget ends it
             max_concurrent_trials=1,
+            reuse_actors=True,  # Ray's faster mode: one actor runs trial after trial
             scheduler=ASHAScheduler(time_attr="step", max_t=problem.max_t, grace_period=1, reduction_factor=3),
             search_alg=BasicVariantGenerator(random_state=seed),
         ),
@@ -241,7 +243,9 @@ def run_ray(problem: Problem, method: str, seed: int, folder: str) -> list[Event
         ),
     )
     grid = tuner.fit()
-    ended = sorted((r for r in grid if r.metrics), key=lambda r: r.metrics["timestamp"])
+    # one trial at a time, so trial ids (..._00042) give the order they ran; trials the stop left unstarted
+    # have no metrics
+    ended = sorted((r for r in grid if r.metrics and "step" in r.metrics), key=lambda r: r.metrics["trial_id"])
     return [
         (int(r.metrics["step"]), float(r.metrics["value"]) if r.metrics["step"] == problem.max_t else None)
         for r in ended
