@@ -109,7 +109,6 @@ def _row(trials: int, strategy: str, folder: str) -> dict[str, float]:
                 config=config,
                 config_hash=config_hash(config),
                 values=(value,),
-                value=value,
             )
         )
     store.close()

@@ -18,6 +18,7 @@ from prefect_hpo.executors.workpool import WorkPoolExecutor
 from prefect_hpo.flows import build_search, sweep_flow
 from prefect_hpo.importing import import_path
 from prefect_hpo.objective import Objective, build_objectives
+from prefect_hpo.records import Constraint
 from prefect_hpo.result import SweepResult
 from prefect_hpo.schedulers import Scheduler
 from prefect_hpo.space import SearchSpace
@@ -59,6 +60,8 @@ def sweep(
     validate_only: bool = False,
     spec: Mapping[str, Any] | None = None,
     fork: bool = False,
+    constraint: Constraint | None = None,
+    max_rejections_in_a_row: int = 20,
 ) -> SweepResult:
     """Search `space` for the configuration that optimises `objective`, as a Prefect flow.
 
@@ -97,6 +100,11 @@ def sweep(
         spec: the SweepSpec (as a dict) this sweep runs from, kept in the store for `prefect-hpo resume`.
         fork: when `name` exists with another space or objective, run as `<name>-fork-<k>` (continuing
             the fork with this space and objective if there is one) instead of refusing.
+        constraint: `constraint(config)` is asked before each new configuration runs; False (or a
+            string: the reason) rejects it: it is stored PRUNED_INVALID with the reason, costs no
+            budget, and the strategy learns it failed. True (or None) lets it run.
+        max_rejections_in_a_row: rejections in a row after which the sweep ends ("the constraint
+            rejected N configurations in a row"), as a sampler that cannot find a valid point must.
         artifact_interval: least seconds between two updates of the sweep's Prefect artifacts
             (summary table, best configuration, progress, budget); a last update is always made
             when the sweep ends. None: no artifacts.
@@ -132,6 +140,14 @@ def sweep(
         )
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise PrefectHPOError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+    if constraint is not None and not callable(constraint):
+        raise PrefectHPOError(f"constraint must be a callable taking a configuration, got {constraint!r}")
+    if (
+        isinstance(max_rejections_in_a_row, bool)
+        or not isinstance(max_rejections_in_a_row, int)
+        or (max_rejections_in_a_row < 1)
+    ):
+        raise PrefectHPOError(f"max_rejections_in_a_row must be a positive integer, got {max_rejections_in_a_row!r}")
     if on_trial_complete is not None and not callable(on_trial_complete):
         raise PrefectHPOError(f"on_trial_complete must be a callable, got {on_trial_complete!r}")
     url = resolve_storage(storage)
@@ -167,4 +183,6 @@ def sweep(
         stop_check=stop_check,
         spec=dict(spec) if spec is not None else None,
         fork=bool(fork),
+        constraint=constraint,
+        max_rejections_in_a_row=max_rejections_in_a_row,
     )

@@ -23,6 +23,7 @@ from prefect_hpo.importing import import_path
 from prefect_hpo.lease import SweepLease
 from prefect_hpo.loop import LoopSettings, Reporter, run_loop
 from prefect_hpo.objective import Objective, build_objectives
+from prefect_hpo.records import Constraint
 from prefect_hpo.reporting.artifacts import ArtifactReporter, PlotReporter, Reporters, plots_folder
 from prefect_hpo.reporting.terminal import TerminalReporter
 from prefect_hpo.result import SweepResult, result_from_store
@@ -95,6 +96,8 @@ def sweep_flow(
     stop_check: Callable[[], str | None] | None = None,
     spec: dict[str, Any] | None = None,
     fork: bool = False,
+    constraint: Constraint | None = None,
+    max_rejections_in_a_row: int = 20,
 ) -> SweepResult:
     """Run one sweep to its end. Parameters are plain data (what a deployment form carries)."""
     logger = get_run_logger()
@@ -153,6 +156,8 @@ def sweep_flow(
             max_retries=max_retries,
             max_consecutive_duplicates=max_consecutive_duplicates,
             stop_check=stop_check,
+            constraint=constraint,
+            max_rejections_in_a_row=max_rejections_in_a_row,
         )
         try:
             outcome = run_loop(searcher, store, runner, settings, reporter)

@@ -17,7 +17,7 @@ from prefect_hpo.budget import Budget, BudgetStatus, Usage
 from prefect_hpo.errors import StoreError, TooManyFailedTrials
 from prefect_hpo.executors.base import Executor, TrialHandle
 from prefect_hpo.objective import Objective
-from prefect_hpo.records import Config, Outcome, TrialRecord, TrialState
+from prefect_hpo.records import Config, Constraint, Outcome, TrialRecord, TrialState
 from prefect_hpo.schedulers.base import Scheduler
 from prefect_hpo.space import config_hash
 from prefect_hpo.store.sql import SqlTrialStore
@@ -51,6 +51,9 @@ class LoopSettings:
     max_retries: int = 2
     #: Asked between events: a reason to stop the sweep now (a controller's stop() or time limit), or None.
     stop_check: Callable[[], str | None] | None = None
+    #: Asked before a new configuration runs: False or a reason rejects it (PRUNED_INVALID).
+    constraint: Constraint | None = None
+    max_rejections_in_a_row: int = 20
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class _SweepLoop:
         self.started_in_this_run = 0
         self.exhausted: str | None = None
         self.duplicates_in_a_row = 0
+        self.rejections_in_a_row = 0
         self.rungs_seen = 0
         self.learns_rungs = isinstance(strategy, MultiFidelityStrategy)
         scheduler = settings.scheduler
@@ -219,6 +223,10 @@ class _SweepLoop:
             if config is None:
                 self.exhausted = "search space exhausted"
                 return
+            if self._rejected(config):
+                if self.exhausted is not None:
+                    return
+                continue
             key = config_hash(config)
             in_flight = any(h.record.config_hash == key for h in self.running.values())
             seen = None if in_flight else self.store.find_config(self.sid, key, _EVALUATED)
@@ -240,6 +248,28 @@ class _SweepLoop:
             self.counter.started += 1
             self.started_in_this_run += 1
             self.reporter.trial_started(record)
+
+    def _rejected(self, config: Config) -> bool:
+        """Ask the user's constraint; a rejected configuration is stored PRUNED_INVALID and told as failed."""
+        if self.settings.constraint is None:
+            return False
+        verdict = self.settings.constraint(config)
+        if verdict is True or verdict is None:
+            self.rejections_in_a_row = 0
+            return False
+        reason = verdict if isinstance(verdict, str) and verdict else "rejected by the constraint"
+        invalid = self.store.create_trial(
+            self.sid, self.number, config, config_hash(config), TrialState.PRUNED_INVALID, reason=reason
+        )
+        self.number += 1
+        self.strategy.tell(invalid)
+        self.rejections_in_a_row += 1
+        if self.rejections_in_a_row >= self.settings.max_rejections_in_a_row:
+            self.exhausted = (
+                f"the constraint rejected {self.rejections_in_a_row} configurations in a row; loosen the "
+                "constraint or narrow the search space to where it holds"
+            )
+        return True
 
     def _record_duplicate(self, config: Config, key: str, seen: TrialRecord) -> None:
         """A repeated configuration is not run: its earlier result is reused and told again."""

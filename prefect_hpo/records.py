@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 Config = dict[str, Any]
+#: A user's check of a configuration before it runs: True (or None) lets it run; False, or a string
+#: saying why, rejects it (the trial is stored PRUNED_INVALID).
+Constraint = Callable[[Config], "bool | str | None"]
 """One configuration: parameter name -> JSON-serializable value."""
 
 
@@ -23,6 +27,8 @@ class TrialState(enum.StrEnum):
     FAIL_RECOVERABLE = "FAIL_RECOVERABLE"
     PRUNED_INVALID = "PRUNED_INVALID"
     PRUNED_DUPLICATE = "PRUNED_DUPLICATE"
+    #: ablator's name for a trial its scheduler stopped: the same state as PRUNED (an alias).
+    PRUNED_POOR_PERFORMANCE = "PRUNED"
 
     @property
     def is_finished(self) -> bool:

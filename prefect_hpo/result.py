@@ -75,6 +75,17 @@ class SweepResult:
         """Limits, used and left per kind of budget."""
         return self.budget_status.as_dict()
 
+    def trials_by_state(self, state: TrialState | str) -> list[TrialRecord]:
+        """The trials in `state` (a TrialState or its name, ablator's PRUNED_POOR_PERFORMANCE included)."""
+        if isinstance(state, str) and not isinstance(state, TrialState):
+            try:
+                state = TrialState[state.upper()]
+            except KeyError:
+                raise PrefectHPOError(
+                    f"trials_by_state: {state!r} is not a trial state; use one of {[s.name for s in TrialState]}"
+                ) from None
+        return [r for r in self.records if r.state == state]
+
     def top(self, k: int = 5) -> pd.DataFrame:
         """The k best completed trials as a table, best first."""
         return self._frame(self._ranked()[:k])

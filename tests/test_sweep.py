@@ -472,3 +472,48 @@ def test_bad_input_fails_before_anything_is_stored(sqlite_url: str, tmp_path: Pa
     with pytest.raises(StoreError, match="cannot reach storage"):
         sweep(quadratic, {"x": Float(0, 1)}, storage="postgresql+psycopg://u:pw@127.0.0.1:1/db")
     assert SqlTrialStore(sqlite_url).sweep_names() == []
+
+
+def _small_x(config: Config) -> bool | str:
+    return True if config["x"] <= 0.5 else f"x={config['x']:.3f} is above 0.5"
+
+
+def test_a_constraint_rejects_configurations_before_they_run(sqlite_url: str) -> None:
+    result = sweep(
+        quadratic,
+        {"x": Float(0.0, 1.0)},
+        "loss",
+        "tpe",
+        Budget(max_trials=8),
+        storage=sqlite_url,
+        seed=4,
+        workers="threads",
+        constraint=_small_x,
+        artifact_interval=None,
+    )
+    ran, rejected = result.trials_by_state("COMPLETE"), result.trials_by_state(TrialState.PRUNED_INVALID)
+    assert len(ran) == 8 and all(r.config["x"] <= 0.5 for r in ran)  # rejections cost no budget
+    assert rejected and all(r.config["x"] > 0.5 for r in rejected)
+    assert all(r.reason == f"x={r.config['x']:.3f} is above 0.5" for r in rejected)
+    assert result.trials_by_state("PRUNED_POOR_PERFORMANCE") == result.trials_by_state(TrialState.PRUNED)
+    with pytest.raises(PrefectHPOError, match="'DONE' is not a trial state"):
+        result.trials_by_state("DONE")
+
+
+def test_a_constraint_that_rejects_everything_ends_the_sweep_with_a_clear_reason(sqlite_url: str) -> None:
+    result = sweep(
+        quadratic,
+        {"x": Float(0.0, 1.0)},
+        "loss",
+        "random",
+        Budget(max_trials=5),
+        storage=sqlite_url,
+        workers="threads",
+        constraint=lambda config: False,
+        max_rejections_in_a_row=7,
+        artifact_interval=None,
+    )
+    assert [r.state for r in result.records] == [TrialState.PRUNED_INVALID] * 7
+    assert result.stop_reason is not None and "the constraint rejected 7 configurations in a row" in result.stop_reason
+    with pytest.raises(PrefectHPOError, match="constraint must be a callable"):
+        sweep(quadratic, {"x": Float(0, 1)}, storage=sqlite_url, constraint=3)  # type: ignore[arg-type]
