@@ -62,6 +62,7 @@ def sweep(
     fork: bool = False,
     constraint: Constraint | None = None,
     max_rejections_in_a_row: int = 20,
+    keep_top_k: int | None = None,
 ) -> SweepResult:
     """Search `space` for the configuration that optimises `objective`, as a Prefect flow.
 
@@ -105,6 +106,8 @@ def sweep(
             budget, and the strategy learns it failed. True (or None) lets it run.
         max_rejections_in_a_row: rejections in a row after which the sweep ends ("the constraint
             rejected N configurations in a row"), as a sampler that cannot find a valid point must.
+        keep_top_k: keep the checkpoint folders of the k best trials only, removing the others' as
+            trials fall out of the top k (ClearML's save_top_k_tasks_only); the store keeps every row.
         artifact_interval: least seconds between two updates of the sweep's Prefect artifacts
             (summary table, best configuration, progress, budget); a last update is always made
             when the sweep ends. None: no artifacts.
@@ -140,6 +143,10 @@ def sweep(
         )
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise PrefectHPOError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+    if keep_top_k is not None and (isinstance(keep_top_k, bool) or not isinstance(keep_top_k, int) or keep_top_k < 1):
+        raise PrefectHPOError(
+            f"keep_top_k must be a positive integer (or None to keep every checkpoint), got {keep_top_k!r}"
+        )
     if constraint is not None and not callable(constraint):
         raise PrefectHPOError(f"constraint must be a callable taking a configuration, got {constraint!r}")
     if (
@@ -185,4 +192,5 @@ def sweep(
         fork=bool(fork),
         constraint=constraint,
         max_rejections_in_a_row=max_rejections_in_a_row,
+        keep_top_k=keep_top_k,
     )

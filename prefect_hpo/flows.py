@@ -25,6 +25,7 @@ from prefect_hpo.loop import LoopSettings, Reporter, run_loop
 from prefect_hpo.objective import Objective, build_objectives
 from prefect_hpo.records import Constraint
 from prefect_hpo.reporting.artifacts import ArtifactReporter, PlotReporter, Reporters, plots_folder
+from prefect_hpo.reporting.checkpoints import TopKCheckpoints
 from prefect_hpo.reporting.terminal import TerminalReporter
 from prefect_hpo.result import SweepResult, result_from_store
 from prefect_hpo.schedulers import FIFOScheduler, Scheduler, build_scheduler
@@ -98,6 +99,7 @@ def sweep_flow(
     fork: bool = False,
     constraint: Constraint | None = None,
     max_rejections_in_a_row: int = 20,
+    keep_top_k: int | None = None,
 ) -> SweepResult:
     """Run one sweep to its end. Parameters are plain data (what a deployment form carries)."""
     logger = get_run_logger()
@@ -145,6 +147,9 @@ def sweep_flow(
             reporter = Reporters(reporter, artifacts, plots)
         if on_trial_complete is not None:
             reporter = Reporters(reporter, TrialCallbackReporter(on_trial_complete, objectives))
+        if keep_top_k is not None and checkpoints:
+            keeper = TopKCheckpoints(checkpoints, name, objectives[0], keep_top_k, store.trials(sweep_id))
+            reporter = Reporters(reporter, keeper)
         settings = LoopSettings(
             sweep_id=sweep_id,
             sweep_name=name,

@@ -120,8 +120,7 @@ class Trial:
         """Where this trial's checkpoint lives: a local folder or an fsspec URL (never the database)."""
         if not self._spec.checkpoint_root:
             raise TrialStopped("this sweep has no checkpoint location; pass checkpoints=... to sweep()")
-        name = "".join(c if c.isalnum() or c in "-_." else "-" for c in self._spec.sweep_name)
-        return f"{self._spec.checkpoint_root.rstrip('/')}/{name}/trial-{self._spec.number}"
+        return checkpoint_path(self._spec.checkpoint_root, self._spec.sweep_name, self._spec.number)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -252,6 +251,12 @@ def wants_trial(train: TrainFn) -> bool:
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def checkpoint_path(root: str, sweep_name: str, number: int) -> str:
+    """Where trial `number` of a sweep keeps its checkpoint under `root` (a folder or an fsspec URL)."""
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in sweep_name)
+    return f"{root.rstrip('/')}/{name}/trial-{number}"
 
 
 def run_training(train: TrainFn, spec: TrialSpec, sink: ReportSink) -> Outcome:
