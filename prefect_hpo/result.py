@@ -134,6 +134,16 @@ class SweepResult:
             return pd.DataFrame(columns=["number", "state", "step"])
         return frame.sort_values(["number", "step"], kind="stable").reset_index(drop=True)
 
+    def get_training_curves(
+        self, filename: str | Path | None = None, plot: bool = False, metric: str | None = None
+    ) -> pd.DataFrame:
+        """AutoGluon's name for the training curves: the long table of `curves()`; with `plot` (or a
+        `filename`) they are also drawn, one line per trial, into `filename` (default
+        `<sweep>-curves.png` here)."""
+        if plot or filename is not None:
+            self.plot_curves(filename if filename is not None else f"{self.name}-curves.png", metric)
+        return self.curves()
+
     def plot_curves(self, path: str | Path, metric: str | None = None) -> Path:
         """Draw the training curves of `metric` (default: the first objective) to a PNG at `path`."""
         from prefect_hpo.reporting.plots import plot_training_curves

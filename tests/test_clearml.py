@@ -129,6 +129,8 @@ def test_an_optimization_keeps_the_top_k_checkpoints_only(tmp_path: Path) -> Non
     assert optimizer.wait(timeout=300)
     result = optimizer.controller.result()
     assert len(result.trials_by_state(TrialState.COMPLETE)) == 8  # the store keeps every trial
+    curves = result.get_training_curves(filename=tmp_path / "curves.png", plot=True)
+    assert len(curves) == 8 * 3 and (tmp_path / "curves.png").stat().st_size > 10_000
     top = optimizer.get_top_experiments(3)
     values = [r.value for r in top]
     assert values == sorted(values, reverse=True) and values[0] == result.best_value  # "max": highest first

@@ -15,11 +15,13 @@ from prefect_hpo.strategies.base import Strategy
 from prefect_hpo.strategies.bohb import BohbStrategy
 from prefect_hpo.strategies.grid import GridStrategy
 from prefect_hpo.strategies.optuna_sampler import OptunaStrategy
+from prefect_hpo.strategies.rl import RLStrategy
 
 __all__ = [
     "BohbStrategy",
     "GridStrategy",
     "OptunaStrategy",
+    "RLStrategy",
     "Strategy",
     "build_strategy",
     "strategy_name",
@@ -53,7 +55,7 @@ _SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
 }
 _SINGLE_OBJECTIVE_ONLY = {"cmaes"}
-STRATEGY_NAMES = ("grid", *_SAMPLERS)
+STRATEGY_NAMES = ("grid", "rl", *_SAMPLERS)
 
 
 def _moved_on(seed: int | None, stored_trials: int) -> int | None:
@@ -91,6 +93,13 @@ def build_strategy(
         name = strategy.lower()
         if name == "grid":
             return GridStrategy(space, resolution=grid_resolution)
+        if name == "rl":
+            if len(objectives) > 1:
+                raise StrategyError(
+                    f"strategy 'rl' learns from one reward, but {len(objectives)} objectives were given; "
+                    "use 'nsga2', 'tpe' or 'random' for several objectives"
+                )
+            return RLStrategy(space, objectives[0], seed=_moved_on(seed, stored_trials))
         if name == "tpe" and rung_levels and len(objectives) == 1:
             return BohbStrategy(space, objectives, rung_levels, seed=_moved_on(seed, stored_trials))
         if name not in _SAMPLERS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prefect_hpo.records import Config, TrialRecord
 from prefect_hpo.space import SearchSpace, config_hash
@@ -30,3 +31,12 @@ class GridStrategy:
 
     def tell(self, trial: TrialRecord) -> None:
         self._seen.add(trial.config_hash)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The configurations done or proposed (JSON-safe); a loaded grid walks on past them."""
+        return {"kind": "grid", "seen": sorted(self._seen)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "grid":
+            raise ValueError(f"not a grid searcher's state (kind {state.get('kind')!r})")
+        self._seen = set(state["seen"])

@@ -7,9 +7,12 @@ truth, and a resumed sweep rebuilds the study by telling it every stored trial
 
 from __future__ import annotations
 
+import base64
 import math
+import pickle
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState as OptunaState
@@ -48,6 +51,19 @@ class OptunaStrategy:
         config = self._space.suggest(trial)
         self._pending[config_hash(config)].append(trial)
         return config
+
+    def state_dict(self) -> dict[str, Any]:
+        """The study (its sampler, random stream and trials) and the pending proposals, pickled and
+        base64-encoded: a string that travels in JSON. Load only states you made yourself (pickle)."""
+        payload = pickle.dumps((self._study, dict(self._pending), self._replays_asks))
+        return {"kind": "optuna", "pickle": base64.b64encode(payload).decode("ascii")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "optuna":
+            raise ValueError(f"not an Optuna searcher's state (kind {state.get('kind')!r})")
+        study, pending, replays = pickle.loads(base64.b64decode(state["pickle"]))
+        self._study, self._replays_asks = study, replays
+        self._pending = defaultdict(list, pending)
 
     def restore(self, trials: Sequence[TrialRecord]) -> None:
         """Rebuild from the store's trials (all of them, by number) before the first ask of a continued sweep.
