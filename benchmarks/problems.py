@@ -62,3 +62,27 @@ def hartmann_trial(config: dict[str, Any], trial: Any, max_t: int = 27) -> dict[
         value = noisy_hartmann(x, step / max_t)
         trial.report(step, value=value)
     return {"value": value}
+
+
+def noisy_sgd_trial(config: dict[str, Any], trial: Any) -> None:
+    """A toy whose best learning rate changes over time: SGD on w², from w = 10, with gradient noise.
+
+    Each step w <- w - lr * (2w + noise), noise of variance 1; the loss reported is the expected w²
+    (mean² + variance, tracked exactly: mean <- (1 - 2 lr) mean, variance <- (1 - 2 lr)² variance + lr²),
+    so that runs differ by their learning rates only, not by luck. A large rate gets the mean down fast
+    but leaves a floor of about lr/4; a small one has a low floor but gets there slowly. The best fixed
+    rate trades the two off; a schedule that starts large and decays beats it. The state (mean, variance,
+    step, the trials it passed through) is checkpointed, so that a trial can go on from another's.
+    """
+    state = trial.load_checkpoint() if trial.resume_step else None
+    if state is None:
+        state = {"mean": 10.0, "var": 0.0, "step": 0, "path": []}
+    mean, var, step = state["mean"], state["var"], state["step"]
+    path = [*state["path"], trial.number]
+    lr = config["lr"]
+    while True:
+        step += 1
+        mean *= 1.0 - 2.0 * lr
+        var = (1.0 - 2.0 * lr) ** 2 * var + lr * lr
+        trial.save_checkpoint({"mean": mean, "var": var, "step": step, "path": path})
+        trial.report(step, loss=mean * mean + var)  # ends the trial (TrialStopped) at its last step

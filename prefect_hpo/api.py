@@ -15,7 +15,7 @@ from prefect_hpo.errors import PrefectHPOError
 from prefect_hpo.executors.cluster import ClusterExecutor
 from prefect_hpo.executors.local import WorkerKind
 from prefect_hpo.executors.workpool import WorkPoolExecutor
-from prefect_hpo.flows import build_search, sweep_flow
+from prefect_hpo.flows import build_search, check_pbt_budget, sweep_flow
 from prefect_hpo.importing import import_path
 from prefect_hpo.objective import Objective, build_objectives
 from prefect_hpo.records import Constraint
@@ -128,7 +128,8 @@ def sweep(
             f"sweep name {sweep_name!r} is not usable; use letters, digits, spaces, '.', '_' or '-' "
             "(at most 200 characters, starting with a letter or digit)"
         )
-    build_search(strategy, scheduler, search_space, objectives, seed, grid_resolution)
+    _, searcher = build_search(strategy, scheduler, search_space, objectives, seed, grid_resolution)
+    check_pbt_budget(searcher, limits)
     if isinstance(executor, WorkPoolExecutor):
         import_path(train)
     elif executor is not None and not isinstance(executor, ClusterExecutor):

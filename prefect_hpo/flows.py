@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +15,7 @@ from prefect.states import Crashed
 
 from prefect_hpo.budget import Budget
 from prefect_hpo.controller import TrialCallback, TrialCallbackReporter
-from prefect_hpo.errors import StoreError
+from prefect_hpo.errors import PrefectHPOError, StoreError, StrategyError
 from prefect_hpo.executors.cluster import ClusterExecutor, ClusterTrials
 from prefect_hpo.executors.local import LocalExecutor, WorkerKind
 from prefect_hpo.executors.workpool import RemoteExecutor, WorkPoolExecutor
@@ -33,6 +33,7 @@ from prefect_hpo.space import SearchSpace
 from prefect_hpo.store.sql import SqlTrialStore
 from prefect_hpo.store.urls import default_home
 from prefect_hpo.strategies import Strategy, build_strategy, strategy_name
+from prefect_hpo.strategies.pbt import PBTStrategy
 from prefect_hpo.trial import TrainFn, wants_trial
 
 
@@ -47,7 +48,20 @@ def build_search(
 ) -> tuple[Scheduler, Strategy]:
     """The scheduler, and the strategy that sees its rungs (so that "tpe" + ASHA/Hyperband is BOHB).
 
-    `stored_trials` is how many trials the sweep already has (a continued sweep)."""
+    `stored_trials` is how many trials the sweep already has (a continued sweep). "pbt" (or a dict with
+    "type": "pbt" and PBTStrategy's options) is population-based training: a strategy that plans the
+    population's generations, under no early stopping."""
+    kind = (
+        scheduler if isinstance(scheduler, str) else scheduler.get("type") if isinstance(scheduler, Mapping) else None
+    )
+    if isinstance(kind, str) and kind.lower() == "pbt":
+        options = {k: v for k, v in dict(scheduler if isinstance(scheduler, Mapping) else {}).items() if k != "type"}
+        if len(objectives) != 1:
+            raise StrategyError("pbt ranks its population by one objective; give exactly one")
+        try:
+            return FIFOScheduler(), PBTStrategy(space, objectives[0], seed=seed, **options)
+        except TypeError as exc:
+            raise StrategyError(f"scheduler 'pbt': {exc}") from None
     stopper = build_scheduler(scheduler, seed=seed)
     searcher = build_strategy(
         strategy,
@@ -59,6 +73,18 @@ def build_search(
         stored_trials=stored_trials,
     )
     return stopper, searcher
+
+
+def check_pbt_budget(searcher: Strategy, budget: Budget) -> None:
+    """Population-based training needs a trial per member per generation; a smaller max_trials would cut
+    a generation short."""
+    if isinstance(searcher, PBTStrategy) and budget.max_trials is not None:
+        needed = searcher.population * searcher.generations
+        if budget.max_trials < needed:
+            raise PrefectHPOError(
+                f"budget.max_trials={budget.max_trials} is below what pbt needs: population x generations = "
+                f"{searcher.population} x {searcher.generations} = {needed}; set max_trials={needed}"
+            )
 
 
 def mark_crashed(flow_run_id: str | None, message: str) -> None:
@@ -132,6 +158,7 @@ def sweep_flow(
         stopper, searcher = build_search(
             strategy, scheduler, search_space, objectives, seed, grid_resolution, store.next_number(sweep_id)
         )
+        check_pbt_budget(searcher, limits)
         if isinstance(executor, ClusterExecutor):
             runner = ClusterTrials(train, store, limits.trial_time_limit)
         elif executor is not None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import fsspec
 
 from prefect_hpo.budget import Budget, BudgetStatus, Usage
 from prefect_hpo.errors import StoreError, TooManyFailedTrials
@@ -21,8 +23,8 @@ from prefect_hpo.records import Config, Constraint, Outcome, TrialRecord, TrialS
 from prefect_hpo.schedulers.base import Scheduler
 from prefect_hpo.space import config_hash
 from prefect_hpo.store.sql import SqlTrialStore
-from prefect_hpo.strategies.base import MultiFidelityStrategy, ResumableStrategy, Strategy
-from prefect_hpo.trial import TrialSpec
+from prefect_hpo.strategies.base import WAIT, MultiFidelityStrategy, ResumableStrategy, Strategy
+from prefect_hpo.trial import TrialSpec, checkpoint_path
 
 #: States whose configuration counts as already evaluated (or being evaluated).
 _EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.PAUSED)
@@ -220,14 +222,20 @@ class _SweepLoop:
             and _may_start(self.budget, self.counter, self.started_in_this_run)
         ):
             config = self.strategy.ask()
+            if config is WAIT:
+                return  # nothing to propose until a running trial ends
             if config is None:
-                self.exhausted = "search space exhausted"
+                self.exhausted = getattr(self.strategy, "exhausted_reason", "search space exhausted")
                 return
+            assert isinstance(config, dict)
             if self._rejected(config):
                 if self.exhausted is not None:
                     return
                 continue
             key = config_hash(config)
+            if getattr(self.strategy, "repeats_configs", False):  # PBT: members go on with their configuration
+                self._start(config, key, getattr(self.strategy, "last_lineage", None))
+                continue
             in_flight = any(h.record.config_hash == key for h in self.running.values())
             seen = None if in_flight else self.store.find_config(self.sid, key, _EVALUATED)
             if in_flight or (seen is not None and not seen.state.is_finished):
@@ -240,14 +248,34 @@ class _SweepLoop:
                 self._record_duplicate(config, key, seen)
                 continue
             self.duplicates_in_a_row = 0
-            scheduler = self.settings.scheduler
-            bracket = scheduler.bracket_for(self.number) if scheduler else 0
-            record = self.store.create_trial(self.sid, self.number, config, key, TrialState.RUNNING, bracket=bracket)
-            self.number += 1
-            self.running[record.number] = self.executor.submit(record, self._spec(record))
-            self.counter.started += 1
-            self.started_in_this_run += 1
-            self.reporter.trial_started(record)
+            self._start(config, key, None)
+
+    def _start(self, config: Config, key: str, lineage: dict[str, Any] | None) -> None:
+        """Record a new trial RUNNING and submit it (from its parent's checkpoint, when it has a lineage)."""
+        scheduler = self.settings.scheduler
+        bracket = scheduler.bracket_for(self.number) if scheduler else 0
+        record = self.store.create_trial(
+            self.sid, self.number, config, key, TrialState.RUNNING, bracket=bracket, lineage=lineage
+        )
+        self.number += 1
+        if lineage is not None and lineage.get("parent") is not None:
+            self._inherit_checkpoint(int(lineage["parent"]), record.number)
+        self.running[record.number] = self.executor.submit(record, self._spec(record))
+        self.counter.started += 1
+        self.started_in_this_run += 1
+        self.reporter.trial_started(record)
+
+    def _inherit_checkpoint(self, parent: int, child: int) -> None:
+        """Copy the parent trial's checkpoint folder to the child's (PBT: exploit, or a member going on)."""
+        root = self.settings.checkpoint_root
+        if not root:
+            return
+        source = checkpoint_path(root, self.settings.sweep_name, parent)
+        target = checkpoint_path(root, self.settings.sweep_name, child)
+        fs, source_path = fsspec.core.url_to_fs(source)
+        if fs.exists(source_path):
+            _, target_path = fsspec.core.url_to_fs(target)
+            fs.copy(source_path.rstrip("/") + "/", target_path, recursive=True)
 
     def _rejected(self, config: Config) -> bool:
         """Ask the user's constraint; a rejected configuration is stored PRUNED_INVALID and told as failed."""
@@ -352,20 +380,27 @@ class _SweepLoop:
     def _spec(self, record: TrialRecord) -> TrialSpec:
         """What the trial needs to run, wherever it runs."""
         settings, budget = self.settings, self.budget
+        resume_step = record.last_step if record.attempt > 1 else None
+        max_steps = budget.max_steps
+        if record.lineage and "end_step" in record.lineage:  # PBT: from the parent's step, one interval on
+            if record.attempt == 1:
+                resume_step = int(record.lineage["start_step"]) or None
+            end = int(record.lineage["end_step"])
+            max_steps = end if max_steps is None else min(max_steps, end)
         return TrialSpec(
             trial_id=record.id,
             number=record.number,
             sweep_name=settings.sweep_name,
             config=record.config,
             objectives=settings.objectives,
-            max_steps=budget.max_steps,
+            max_steps=max_steps,
             pass_trial=settings.pass_trial,
             sweep_id=self.sid,
             bracket=record.bracket,
             scheduler=settings.scheduler,
             min_steps=budget.min_steps,
             attempt=record.attempt,
-            resume_step=record.last_step if record.attempt > 1 else None,
+            resume_step=resume_step,
             checkpoint_root=settings.checkpoint_root,
             max_total_steps=budget.max_total_steps,
         )

@@ -80,6 +80,8 @@ class TrialRecord:
     duplicate_of: int | None = None
     stop_requested: str | None = None
     bracket: int = 0
+    #: population-based training: member, generation, parent trial, steps, perturbation
+    lineage: dict[str, Any] | None = None
 
     @property
     def value(self) -> float | None:

@@ -94,7 +94,55 @@ def draw_plots(
         out[name] = _save(axes, folder / f"{name}.png")
     if metric in curves.columns and not curves[metric].dropna().empty:
         out["curves"] = plot_training_curves(curves, metric, folder / "curves.png")
+        if any(r.lineage and "member" in r.lineage for r in records):
+            out["lineage"] = plot_lineage(records, curves, metric, folder / "lineage.png")
     return out
+
+
+def plot_lineage(records: Sequence[TrialRecord], curves: pd.DataFrame, metric: str, path: str | Path) -> Path:
+    """Population-based training: each member's curve, one colour per member, and a dashed jump where a
+    member took over another's checkpoint and configuration (labelled with the donor's trial number)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = plt.get_cmap("tab10")
+    by_number = {r.number: r for r in records}
+    segments: dict[int, pd.DataFrame] = {
+        int(n): rows.sort_values("step")  # type: ignore[arg-type]
+        for n, rows in curves.dropna(subset=[metric]).groupby("number")
+    }
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
+    seen: set[int] = set()
+    for number, rows in segments.items():
+        lineage = by_number[number].lineage if number in by_number else None
+        if not lineage or "member" not in lineage:
+            continue
+        member = int(lineage["member"])
+        colour = colours(member % 10)
+        ax.plot(
+            rows["step"], rows[metric], color=colour, lw=1.2, label=f"member {member}" if member not in seen else None
+        )
+        seen.add(member)
+        parent, donor = lineage.get("parent"), lineage.get("exploited")
+        if parent is not None and parent in segments:  # where this trial took over: dashed from another member
+            last = segments[parent].iloc[-1]
+            style = "--" if donor is not None else "-"
+            ax.plot([last["step"], rows["step"].iloc[0]], [last[metric], rows[metric].iloc[0]], ls=style, color=colour)
+            if donor is not None:
+                ax.annotate(f"from {donor}", (rows["step"].iloc[0], rows[metric].iloc[0]), fontsize=6, color=colour)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title("population-based training: members, and where one took over another (dashed)")
+    if seen:
+        ax.legend(fontsize=7, ncol=2)
+    if (curves[metric].dropna() > 0).all():
+        ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
 
 
 #: Above this many completed trials importances come from PED-ANOVA instead of fANOVA: fANOVA's

@@ -11,7 +11,8 @@ trials   one row per trial: (sweep_id, number) is unique; the attempt counts run
          of the same trial; config and its hash, state, objective values (the
          first also as a column, for ordering), final metrics, last step, error
          text, stop request, timings (unix seconds), worker and Prefect ids, and
-         the last heartbeat of a trial running on a remote worker.
+         the last heartbeat of a trial running on a remote worker, and its lineage under
+         population-based training.
 reports  one row per intermediate report: trial (and its sweep), step, metrics as
          JSON, and the objective's score at that step in 'lower is better' form
          (what schedulers average and rank; NULL for NaN or when not reported).
@@ -103,6 +104,7 @@ trials = Table(
     Column("duplicate_of", Integer),
     Column("bracket", Integer, nullable=False, default=0),
     Column("heartbeat_at", Float),
+    Column("lineage", JSON),
     UniqueConstraint("sweep_id", "number", name="uq_hpo_trials_sweep_number"),
     Index("ix_hpo_trials_sweep_hash", "sweep_id", "config_hash"),
     Index("ix_hpo_trials_sweep_state", "sweep_id", "state"),

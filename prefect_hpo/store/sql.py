@@ -325,6 +325,7 @@ class SqlTrialStore:
         reason: str | None = None,
         duplicate_of: int | None = None,
         bracket: int = 0,
+        lineage: Mapping[str, Any] | None = None,
     ) -> TrialRecord:
         """Insert trial `number`; RUNNING trials get their start time now."""
         now = time.time()
@@ -341,6 +342,7 @@ class SqlTrialStore:
             "reason": reason,
             "duplicate_of": duplicate_of,
             "bracket": bracket,
+            "lineage": _clean(dict(lineage)) if lineage is not None else None,
             "created_at": now,
             "started_at": now if state == TrialState.RUNNING else None,
             "finished_at": now if state.is_finished else None,
@@ -674,4 +676,5 @@ def _record(row: RowMapping | Mapping[str, Any]) -> TrialRecord:
         duplicate_of=row.get("duplicate_of"),
         stop_requested=row.get("stop_requested"),
         bracket=int(row.get("bracket") or 0),
+        lineage=row.get("lineage"),
     )

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from prefect_hpo.records import Config, TrialRecord
+
+
+class Wait:
+    """What a strategy's `ask` returns when it has nothing to propose now but will once a running trial
+    ends (population-based training between generations): the loop asks again after the next end."""
+
+    def __repr__(self) -> str:
+        return "WAIT"
+
+
+WAIT: Final = Wait()
 
 
 @runtime_checkable
@@ -19,7 +30,7 @@ class Strategy(Protocol):
     accept those too.
     """
 
-    def ask(self) -> Config | None: ...
+    def ask(self) -> Config | Wait | None: ...
 
     def tell(self, trial: TrialRecord) -> None: ...
 

@@ -76,7 +76,7 @@ def test_migrated_tables_are_the_tables_the_code_uses(storage_url: str) -> None:
         version = conn.execute(text("SELECT value FROM hpo_meta WHERE key = 'schema_version'")).scalar()
     engine.dispose()
     assert differences == []
-    assert version == "2"  # what a release from before migrations checks, and refuses as newer than its own
+    assert version == "3"  # what a release from before migrations checks, and refuses as newer than its own
     assert _revision(storage_url) == migrate.HEAD
 
 
@@ -86,6 +86,7 @@ def test_migrated_tables_are_the_tables_the_code_uses(storage_url: str) -> None:
         ("0001", True),  # written at the first revision
         ("0001", False),  # the first release, from before migrations
         ("0002", False),  # a release from before migrations that had added the newer columns on open
+        ("0002", True),  # written before trials had a lineage
     ],
 )
 def test_an_older_store_opens_upgraded_with_its_rows(storage_url: str, revision: str, version_table: bool) -> None:
@@ -94,7 +95,7 @@ def test_an_older_store_opens_upgraded_with_its_rows(storage_url: str, revision:
     assert _revision(storage_url) == migrate.HEAD
     sid = store.sweep_id("old")
     [trial] = store.trials(sid)
-    assert (trial.state, trial.config, trial.value) == (TrialState.COMPLETE, {"x": 0.25}, 0.5)
+    assert (trial.state, trial.config, trial.value, trial.lineage) == (TrialState.COMPLETE, {"x": 0.25}, 0.5, None)
     mine = new_owner()
     assert store.claim_sweep(sid, mine, 30.0, owner_alive) == (None, None)  # the owner columns work
     assert store.sweep(sid)["owner"] == mine
