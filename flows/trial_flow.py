@@ -87,7 +87,8 @@ def hpo_trial(storage: str, sweep_id: int, number: int, train: str, spec: dict[s
             scheduler=scheduler_from_dict(spec.get("scheduler")),
             min_steps=spec.get("min_steps"),
             attempt=record.attempt,
-            resume_step=record.last_step if record.attempt > 1 else None,
+            # the parent's word (a PBT member starts from its parent's step); else a resumed attempt's last step
+            resume_step=spec.get("resume_step", record.last_step if record.attempt > 1 else None),
             checkpoint_root=spec.get("checkpoint_root"),
             max_total_steps=spec.get("max_total_steps"),
         )

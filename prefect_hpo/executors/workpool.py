@@ -229,6 +229,7 @@ class RemoteExecutor:
                 "min_steps": spec.min_steps,
                 "checkpoint_root": spec.checkpoint_root,
                 "max_total_steps": spec.max_total_steps,
+                "resume_step": spec.resume_step,
                 "heartbeat_interval": self._settings.heartbeat_interval,
             },
         }

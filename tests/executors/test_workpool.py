@@ -281,3 +281,37 @@ def test_the_sweep_deployment_runs_a_whole_sweep_on_the_pool(
     queues = {r.name: r.work_queue_name for r in trial_runs}
     for r in records:
         assert queues[f"from-a-deployment-trial-{r.number}-1"] == ("gpu" if r.config["big"] else "cpu")
+
+
+def test_population_based_training_passes_checkpoints_between_flow_runs(
+    prefect_server: str, workers: dict[str, int], pg_url: str, tmp_path: Path
+) -> None:
+    import cloudpickle
+
+    from benchmarks.problems import noisy_sgd_trial
+    from prefect_hpo.trial import checkpoint_path
+
+    checkpoints = str(tmp_path / "checkpoints")
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        result = sweep(
+            noisy_sgd_trial,
+            {"lr": Float(1e-3, 0.5, log=True)},
+            "loss",
+            budget=Budget(max_trials=4, max_concurrent=2),
+            storage=pg_url,
+            name="pbt-on-workers",
+            scheduler={"type": "pbt", "population": 2, "interval": 2, "generations": 2, "quantile": 0.5},
+            seed=0,
+            executor=WorkPoolExecutor(pool="hpo"),
+            checkpoints=checkpoints,
+        )
+    records = {r.number: r for r in result.records}
+    assert len(records) == 4 and all(r.state == TrialState.COMPLETE for r in records.values())
+    assert all(r.worker and not r.worker.endswith(f":{os.getpid()}") for r in records.values())  # on the workers
+    second = [r for r in records.values() if r.lineage and r.lineage["generation"] == 1]
+    assert len(second) == 2 and sum("exploited" in (r.lineage or {}) for r in second) == 1
+    for record in second:  # each went on from its parent's checkpoint, written by another flow run
+        with open(f"{checkpoint_path(checkpoints, 'pbt-on-workers', record.number)}/checkpoint.pkl", "rb") as f:
+            state = cloudpickle.load(f)
+        assert record.lineage is not None
+        assert state["step"] == 4 and state["path"] == [record.lineage["parent"], record.number]
