@@ -141,7 +141,7 @@ def _run_case(case: str, trials: int, workdir: str) -> dict[str, float]:
         )
         elapsed = time.perf_counter() - t
         assert len(result.records) == trials
-        ends = sorted(r.finished_at or 0.0 for r in result.records)
+        ends = sorted(r.finished_at.timestamp() for r in result.records if r.finished_at is not None)
         first, last = len(ends) // 10, len(ends) * 9 // 10
         steady = (last - first) / (ends[last] - ends[first])
         return {"elapsed": elapsed, "peak_mb": _peak_mb(), "server_start": server_start, "steady": steady}
@@ -181,6 +181,9 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in args.trials:
         for case in args.cases:
+            if case == "Ray Tune fresh actors" and n > 200:
+                print(f"| {case} | {n} | skipped: about 0.6 s a trial here (100 trials took a minute) | | | | |")
+                continue
             cmd = [sys.executable, "-m", "benchmarks.overhead", "--trials", str(n), "--_case", case]
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1])
             if out.returncode != 0:

@@ -52,8 +52,8 @@ def measure(seconds: float, slots: int, trials: int, workers: str, folder: str) 
     )
     elapsed = time.perf_counter() - started
     assert len(result.records) == trials
-    first = min(r.started_at or 0.0 for r in result.records)
-    last = max(r.finished_at or 0.0 for r in result.records)
+    first = min(r.started_at.timestamp() for r in result.records if r.started_at is not None)
+    last = max(r.finished_at.timestamp() for r in result.records if r.finished_at is not None)
     return elapsed, last - first
 
 
