@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from prefect_hpo.errors import PrefectHPOError
-from prefect_hpo.schedulers.base import Action, Decision, ReportEvent, SchedulerStore, asha_keeps
+from prefect_hpo.schedulers.base import Action, Decision, ReportEvent, SchedulerStore, SettingsState, asha_keeps
 
 
 @dataclass(frozen=True)
-class AsyncHyperbandScheduler:
+class AsyncHyperbandScheduler(SettingsState):
     """ASHA with `brackets=1`, asynchronous Hyperband with more."""
 
     max_t: int | None = 81

@@ -10,11 +10,12 @@ sequences.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class Action(enum.StrEnum):
@@ -108,3 +109,27 @@ def median_stops(best: float, others: Sequence[float], min_samples: int) -> bool
     mid = len(finite) // 2
     median = finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2
     return math.isnan(best) or best > median
+
+
+class SettingsState:
+    """`state_dict()` / `load_state_dict()` for the built-in schedulers.
+
+    Their settings are all the state they hold in memory: what they decide from (each trial's reports,
+    who reached which rung and in what order) lives in the trial store, so a scheduler moved to another
+    machine with these settings and the same store decides exactly as it would have.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}  # type: ignore[arg-type]
+        return {"class": type(self).__name__, **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("class") != type(self).__name__:
+            raise ValueError(f"not a {type(self).__name__}'s state (class {state.get('class')!r})")
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.init and f.name in state:
+                value = state[f.name]
+                object.__setattr__(self, f.name, tuple(value) if isinstance(value, list) else value)  # frozen
+        post_init = getattr(self, "__post_init__", None)
+        if post_init is not None:  # settings derived from these (rung levels) and their checks
+            post_init()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect_hpo.schedulers.base import Decision, ReportEvent, SchedulerStore
+from prefect_hpo.schedulers.base import Decision, ReportEvent, SchedulerStore, SettingsState
 
 
 @dataclass(frozen=True)
-class FIFOScheduler:
+class FIFOScheduler(SettingsState):
     max_t: int | None = None
 
     def bracket_for(self, number: int) -> int:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect_hpo.errors import PrefectHPOError
-from prefect_hpo.schedulers.base import Action, Decision, ReportEvent, SchedulerStore, median_stops
+from prefect_hpo.schedulers.base import Action, Decision, ReportEvent, SchedulerStore, SettingsState, median_stops
 
 
 @dataclass(frozen=True)
-class MedianStoppingScheduler:
+class MedianStoppingScheduler(SettingsState):
     """Stop a trial whose best score so far is worse than the median of the other trials'
     running averages at the same step, once it has run `grace_period` steps and at least
     `min_samples` other trials have reported by then.
