@@ -274,7 +274,10 @@ def test_compute_time_limit_counts_trial_run_time(sqlite_url: str) -> None:
         workers="threads",
     )
     assert "compute_time_limit" in (result.stop_reason or "")
-    assert 3 <= len(result.records) <= 8
+    # it stopped because the trials' run time reached the limit (not their count, nor the wall clock;
+    # how many trials that took depends on the machine's load), and started none after
+    assert sum(r.duration or 0.0 for r in result.records) >= 2.0
+    assert 2 <= len(result.records) <= 8
 
 
 def test_too_many_failures_stop_with_a_clear_error_and_keep_the_tracebacks(sqlite_url: str) -> None:
