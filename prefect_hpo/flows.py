@@ -171,6 +171,7 @@ def sweep_flow(
         if artifact_interval is not None:
             artifacts = ArtifactReporter(store, sweep_id, name, objectives, min_interval=artifact_interval)
             plots = PlotReporter(store, sweep_id, search_space, plots_folder(storage, name, default_home()))
+            held.callback(plots.close)
             reporter = Reporters(reporter, artifacts, plots)
         if on_trial_complete is not None:
             reporter = Reporters(reporter, TrialCallbackReporter(on_trial_complete, objectives))

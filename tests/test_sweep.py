@@ -275,8 +275,9 @@ def test_compute_time_limit_counts_trial_run_time(sqlite_url: str) -> None:
     )
     assert "compute_time_limit" in (result.stop_reason or "")
     # it stopped because the trials' run time reached the limit (not their count, nor the wall clock;
-    # how many trials that took depends on the machine's load), and started none after
-    assert sum(r.duration or 0.0 for r in result.records) >= 2.0
+    # how many trials that took depends on the machine's load), and started none after. The loop counts a
+    # running trial's time from its submission, a record's duration from its code's start: a few ms apart.
+    assert sum(r.duration or 0.0 for r in result.records) >= 2.0 - 0.1
     assert 2 <= len(result.records) <= 8
 
 

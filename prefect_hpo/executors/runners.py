@@ -115,7 +115,7 @@ def _run_in_worker(spec: TrialSpec) -> Outcome:
     return run_training(_WORKER["train"], spec, _WORKER["store"])
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def worker_context() -> multiprocessing.context.BaseContext:
     """Workers fork from a fork server that has imported prefect_hpo's API (with Prefect, Optuna and
     pandas) once: a fresh, single-threaded process, so forking it is safe, unlike forking the parent with
     its threads. A spawned worker imported all of that itself (a worker re-imports the user's main
@@ -126,7 +126,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["prefect_hpo.api", "prefect_hpo.executors.runners"])
+    context.set_forkserver_preload(["__main__", "prefect_hpo.executors.runners"])
     return context
 
 
@@ -168,7 +168,7 @@ class ProcessRunner:
             max_workers=size,
             initializer=_init_worker,
             initargs=(payload, storage_url),
-            context=_worker_context(),
+            context=worker_context(),
         )
 
     def start(self, spec: TrialSpec, time_limit: float | None) -> Running:

@@ -9,7 +9,12 @@ where a trial was stopped, which is what a person looks for in an ASHA sweep.
 
 from __future__ import annotations
 
+import importlib
 import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +49,25 @@ def study_of(records: Sequence[TrialRecord], space: SearchSpace, objectives: Seq
             )
         )
     return study
+
+
+def prepare_drawing_process() -> None:
+    """Make this (helper) process ready to draw: leave with the parent that started it, so that a killed
+    sweep does not leave it behind, then import what drawing needs."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        sentinel = parent.sentinel
+
+        def exit_with_parent() -> None:
+            multiprocessing.connection.wait([sentinel])
+            os._exit(0)
+
+        threading.Thread(target=exit_with_parent, daemon=True, name="hpo-plot-parent-watch").start()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    importlib.import_module("optuna.visualization.matplotlib")
+    importlib.import_module("optuna.importance")
 
 
 def draw_plots(
