@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psutil
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -163,3 +167,36 @@ def test_updates_are_rate_limited_and_the_last_one_is_always_made(sqlite_url: st
 def test_a_bad_interval_is_named(sqlite_url: str) -> None:
     with pytest.raises(PrefectHPOError, match="artifact_interval must be a number of seconds"):
         sweep(lambda c: c["x"], {"x": Float(0.0, 1.0)}, storage=sqlite_url, artifact_interval=-1)
+
+
+PLOT_PARENT = """
+import os, sys
+from prefect_hpo import Float, SearchSpace, SqlTrialStore
+from prefect_hpo.reporting.artifacts import PlotReporter
+
+if __name__ == "__main__":
+    reporter = PlotReporter(SqlTrialStore(sys.argv[1]), 1, SearchSpace.build({"x": Float(0, 1)}), sys.argv[2])
+    print(reporter._drawer.submit(os.getpid).result(), flush=True)  # the helper process, started and ready
+    sys.stdin.read()  # until the test kills this process
+"""
+
+
+def test_the_plot_helper_process_leaves_with_a_killed_parent(tmp_path: Path, sqlite_url: str) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(PLOT_PARENT)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), sqlite_url, str(tmp_path / "plots")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        helper = psutil.Process(int(parent.stdout.readline()))
+        assert helper.is_running() and helper.pid != parent.pid
+        parent.kill()
+        parent.wait(timeout=30)
+        helper.wait(timeout=30)  # psutil.TimeoutExpired if the helper outlives its parent
+        assert not helper.is_running()
+    finally:
+        parent.kill()
