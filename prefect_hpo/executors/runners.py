@@ -6,9 +6,10 @@ task that wraps a trial does not care which one it has.
 Processes come from a pebble `ProcessPool`, not `concurrent.futures`: a trial past
 its time limit, or one the sweep cancels, must be killed alone, and pebble kills
 and replaces just that worker where the standard pool would break as a whole.
-Workers are spawned (not forked: the parent runs Prefect's threads and event
-loop, which a fork would copy half-way), receive the training function once,
-cloudpickled, and open their own connection to the trial store.
+Workers are not forked from the parent (it runs Prefect's threads and event loop,
+which a fork would copy half-way) but from a fork server (`worker_context`); they
+receive the training function once, cloudpickled, and open their own connection
+to the trial store.
 """
 
 from __future__ import annotations
@@ -116,12 +117,13 @@ def _run_in_worker(spec: TrialSpec) -> Outcome:
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
-    """Workers fork from a fork server that has imported prefect_hpo's API (with Prefect, Optuna and
-    pandas) once: a fresh, single-threaded process, so forking it is safe, unlike forking the parent with
-    its threads. A spawned worker imported all of that itself (a worker re-imports the user's main
-    module, which imports prefect_hpo), about a second of CPU each; with 8 slots on 2 cores the first
-    trials waited 10 s for their workers, against under 3 s from the fork server (16 trials of 0.2 s,
-    measured side by side). The fork server starts once per parent process. Where there is none
+    """Worker (and plot helper) processes fork from a fork server: a fresh, single-threaded process, so
+    forking it is safe, unlike forking the parent with its threads. The fork server imports the user's
+    main module once (where it has a file: a script) and prefect_hpo's trial runtime, which needs neither
+    Prefect nor Optuna; forked workers inherit both. A spawned worker imported all of that itself, about
+    a second of CPU each (with 8 slots on 2 cores the first trials waited 10 s, against under 3 s from the
+    fork server); preloading prefect_hpo's whole API instead (Prefect included) held the first trivial
+    trial back 3 s, against 1 s now. The fork server starts once per parent process. Where there is none
     (Windows), workers are spawned."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
@@ -154,7 +156,7 @@ class _ProcessRunning:
 
 
 class ProcessRunner:
-    """Runs each trial in one of `size` spawned worker processes: true parallelism for CPU-bound work."""
+    """Runs each trial in one of `size` worker processes: true parallelism for CPU-bound work."""
 
     def __init__(self, train: TrainFn, storage_url: str, size: int) -> None:
         try:
