@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import concurrent.futures.process
 import multiprocessing
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -116,19 +117,27 @@ def _run_in_worker(spec: TrialSpec) -> Outcome:
     return run_training(_WORKER["train"], spec, _WORKER["store"])
 
 
-def worker_context() -> multiprocessing.context.BaseContext:
+def worker_context(train_module: str | None = None) -> multiprocessing.context.BaseContext:
     """Worker (and plot helper) processes fork from a fork server: a fresh, single-threaded process, so
     forking it is safe, unlike forking the parent with its threads. The fork server imports the user's
-    main module once (where it has a file: a script) and prefect_hpo's trial runtime, which needs neither
-    Prefect nor Optuna; forked workers inherit both. A spawned worker imported all of that itself, about
-    a second of CPU each (with 8 slots on 2 cores the first trials waited 10 s, against under 3 s from the
-    fork server); preloading prefect_hpo's whole API instead (Prefect included) held the first trivial
-    trial back 3 s, against 1 s now. The fork server starts once per parent process. Where there is none
-    (Windows), workers are spawned."""
+    main module once (where it has a file: a script), the module of the training function and
+    prefect_hpo's trial runtime (which needs neither Prefect nor Optuna); forked workers inherit them.
+    A spawned worker imported all of that itself, about a second of CPU each (with 8 slots on 2 cores
+    the first trials waited 10 s, against under 3 s from the fork server); preloading prefect_hpo's
+    whole API instead (Prefect included) held the first trivial trial back 3 s, against 1 s now.
+
+    The fork server starts once per parent process, with the modules named when it starts: a later
+    sweep in the same process whose training function lives elsewhere has its workers import that
+    module themselves. Only a call that names `train_module` sets the list, so that a plot helper
+    started first does not shorten it. Where there is no fork server (Windows), workers are spawned."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "prefect_hpo.executors.runners"])
+    if train_module is not None:
+        preload = ["__main__", "prefect_hpo.executors.runners"]
+        if train_module != "__main__" and train_module in sys.modules:
+            preload.append(train_module)
+        context.set_forkserver_preload(preload)
     return context
 
 
@@ -170,7 +179,7 @@ class ProcessRunner:
             max_workers=size,
             initializer=_init_worker,
             initargs=(payload, storage_url),
-            context=worker_context(),
+            context=worker_context(getattr(train, "__module__", None) or "__main__"),
         )
 
     def start(self, spec: TrialSpec, time_limit: float | None) -> Running:
