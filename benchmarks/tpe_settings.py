@@ -1,6 +1,7 @@
 """Does a TPE setting close the gap to the digits calibration figures? Optuna alone, one row per setting.
 
     .venv/bin/python -m benchmarks.tpe_settings --seeds 0 1 2 3 4 5 6 7 8 9
+    .venv/bin/python -m benchmarks.tpe_settings --problem hartmann6 --settings "tpe (defaults)" ...
 
 The quality benchmark's digits MLP (benchmarks/quality.py) with Optuna's TPESampler under a few of its
 settings, at full fidelity (30 trainings) and under Optuna's SuccessiveHalvingPruner (810 epochs), the
@@ -28,12 +29,14 @@ from benchmarks.quality import PROBLEMS, Event, incumbent_curve
 SETTINGS: dict[str, tuple[dict[str, Any], int | None]] = {
     "tpe (defaults)": ({}, None),
     "tpe multivariate": ({"multivariate": True}, None),
+    "tpe independent": ({"multivariate": False}, None),
     "tpe multivariate, 5 startup trials": ({"multivariate": True, "n_startup_trials": 5}, None),
     "tpe 5 startup trials": ({"n_startup_trials": 5}, None),
     "tpe gamma 0.25 (hyperopt's)": ({"gamma": "hyperopt"}, None),
     "tpe+sha min_resource 1": ({}, 1),
     "tpe+sha min_resource 3": ({}, 3),
     "tpe gamma 0.25 +sha min_resource 1": ({"gamma": "hyperopt"}, 1),
+    "tpe independent +sha min_resource 1": ({"multivariate": False}, 1),
 }
 
 
@@ -42,15 +45,16 @@ def _hyperopt_gamma(n: int) -> int:
     return min(math.ceil(0.25 * n), 25)
 
 
-def run(setting: str, seed: int) -> float:
-    """Best log-loss of one seeded Optuna study under `setting`, at the quality benchmark's budget."""
+def run(setting: str, seed: int, problem_name: str = "digits") -> float:
+    """Best value (regret on MF-Hartmann) of one seeded Optuna study under `setting`, at the quality
+    benchmark's budget."""
     import optuna
 
     from prefect_hpo.space import SearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore")  # `gamma` is deprecated since Optuna 4.9
-    problem = PROBLEMS["digits"]
+    problem = PROBLEMS[problem_name]
     space = SearchSpace.build(problem.space)
     options, min_resource = SETTINGS[setting]
     options = dict(options)
@@ -87,14 +91,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--problem", default="digits", choices=list(PROBLEMS))
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # two single-threaded seeds at a time on 2 cores
-    print(f"digits MLP, Optuna alone, seeds {args.seeds}; best validation log-loss at 30 full trainings\n")
+    problem = PROBLEMS[args.problem]
+    what = "simple regret" if problem.optimum is not None else "best validation log-loss"
+    print(f"{args.problem}, Optuna alone, seeds {args.seeds}; {what} at {problem.full_budget} full evaluations\n")
     print("| setting | median | IQR | per seed |")
     print("| --- | ---: | ---: | --- |")
     with ProcessPoolExecutor(max_workers=2) as pool:
         for setting in args.settings:
-            values = list(pool.map(run, [setting] * len(args.seeds), args.seeds))
+            n = len(args.seeds)
+            values = list(pool.map(run, [setting] * n, args.seeds, [args.problem] * n))
             q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
             per_seed = json.dumps([round(v, 4) for v in values])
             print(f"| {setting} | {q[1]:.4f} | {q[0]:.4f}-{q[2]:.4f} | {per_seed} |", flush=True)
