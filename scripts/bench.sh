@@ -19,4 +19,5 @@ $py -m benchmarks.overhead --trials 100 1000
 $py -m benchmarks.parallel --seconds 0.2 2 --slots 1 2 4 8
 $py -m benchmarks.quality --problems hartmann3 hartmann6 --seeds 0 1 2 3 4 5 6 7 8 9
 $py -m benchmarks.quality --problems digits --seeds 0 1 2 3 4 5 6 7 8 9 --frameworks ours optuna
+$py -m benchmarks.tpe_settings --seeds 0 1 2 3 4 5 6 7 8 9
 $py -m benchmarks.scale --trials 1000 10000
