@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up the project's environment with the benchmark peers (the `bench` extra), then run every
 # benchmark of issue 7 in turn, printing markdown tables (plots go to benchmarks/results/).
-# Takes about an hour on 2 cores; pass --quick for a few minutes of smaller runs.
+# Takes about an hour and a half on 2 cores; pass --quick for a few minutes of smaller runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
