@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import logging
 import math
@@ -269,7 +270,7 @@ class PlotReporter:
         )
         # Start the process now, so that its imports overlap the trials; from a thread, as starting it
         # waits for the fork server, which may still be importing.
-        threading.Thread(target=self._drawer.submit, args=(int,), daemon=True, name="hpo-plot-start").start()
+        threading.Thread(target=self._start_drawer, daemon=True, name="hpo-plot-start").start()
 
     def trial_started(self, trial: TrialRecord) -> None:
         return None
@@ -297,6 +298,10 @@ class PlotReporter:
             _log.warning(
                 "sweep %s: its plots artifact could not be made (%s: %s)", result.name, type(exc).__name__, exc
             )
+
+    def _start_drawer(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the sweep ended (and closed this) before it started
+            self._drawer.submit(int)
 
     def close(self) -> None:
         """Stop the helper process (a sweep that fails never reaches sweep_ended)."""
