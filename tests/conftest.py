@@ -93,3 +93,21 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with start_prefect_server(tmp_path_factory.mktemp("prefect-ui"), ui=True) as url:
         yield url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the worker fork server once, with Prefect and prefect_hpo's API preloaded.
+
+    prefect_hpo preloads only the user's main module, the training function's module and its trial
+    runtime; the fork server is one per process and keeps the list of its start. In this test process
+    every test module's training functions live in a module that imports Prefect, so without this each
+    worker of each sweep would import Prefect again (about a second of CPU each). Tests that run a sweep
+    in a script of its own (tests/test_faults.py, tests/test_resume.py) keep prefect_hpo's own list."""
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        multiprocessing.get_context("forkserver").set_forkserver_preload(
+            ["prefect_hpo.api", "prefect_hpo.executors.runners"]
+        )
+        multiprocessing.forkserver.ensure_running()
