@@ -157,10 +157,7 @@ def run_ours(problem: Problem, method: str, seed: int, folder: str) -> list[Even
 def run_optuna(problem: Problem, method: str, seed: int, folder: str) -> list[Event]:
     import optuna
 
-    from prefect_hpo.space import SearchSpace
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = SearchSpace.build(problem.space)
     sampler_name, _, pruning = method.partition("+")
     sampler = (
         optuna.samplers.TPESampler(seed=seed) if sampler_name == "tpe" else optuna.samplers.RandomSampler(seed=seed)
@@ -170,6 +167,18 @@ def run_optuna(problem: Problem, method: str, seed: int, folder: str) -> list[Ev
         if pruning
         else optuna.pruners.NopPruner()
     )
+    return optuna_events(problem, sampler, pruner)
+
+
+def optuna_events(problem: Problem, sampler: Any, pruner: Any) -> list[Event]:
+    """One Optuna study of `problem` until the budget is spent: full-fidelity evaluations without a
+    pruner (a NopPruner), steps in full-fidelity units with one; the trials in the order they ended."""
+    import optuna
+
+    from prefect_hpo.space import SearchSpace
+
+    space = SearchSpace.build(problem.space)
+    pruning = not isinstance(pruner, optuna.pruners.NopPruner)
     study = optuna.create_study(sampler=sampler, pruner=pruner)
     events: list[Event] = []
     budget = problem.full_budget * problem.max_t

@@ -23,7 +23,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from benchmarks.quality import PROBLEMS, Event, incumbent_curve
+from benchmarks.quality import PROBLEMS, incumbent_curve, optuna_events
 
 #: name -> (TPESampler keyword arguments, SuccessiveHalvingPruner min_resource or None for full fidelity)
 SETTINGS: dict[str, tuple[dict[str, Any], int | None]] = {
@@ -50,12 +50,9 @@ def run(setting: str, seed: int, problem_name: str = "digits") -> float:
     benchmark's budget."""
     import optuna
 
-    from prefect_hpo.space import SearchSpace
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore")  # `gamma` is deprecated since Optuna 4.9
     problem = PROBLEMS[problem_name]
-    space = SearchSpace.build(problem.space)
     options, min_resource = SETTINGS[setting]
     options = dict(options)
     if options.get("gamma") == "hyperopt":
@@ -65,26 +62,8 @@ def run(setting: str, seed: int, problem_name: str = "digits") -> float:
         if min_resource is None
         else optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=3)
     )
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, **options), pruner=pruner)
-    events: list[Event] = []
-    budget = problem.full_budget * problem.max_t
-
-    def objective(trial: optuna.Trial) -> float:
-        value = math.nan
-        for step, value in problem.curve(space.suggest(trial)):
-            trial.report(value, step)
-            if trial.should_prune():
-                events.append((step, None))
-                raise optuna.TrialPruned()
-        events.append((problem.max_t, value))
-        return value
-
-    def spent(study: optuna.Study, _: Any) -> None:
-        if sum(e[0] for e in events) >= budget or (min_resource is None and len(events) >= problem.full_budget):
-            study.stop()
-
-    study.optimize(objective, n_trials=100_000, callbacks=[spent])
-    return incumbent_curve(events, problem, [float(problem.full_budget)])[0]
+    sampler = optuna.samplers.TPESampler(seed=seed, **options)
+    return incumbent_curve(optuna_events(problem, sampler, pruner), problem, [float(problem.full_budget)])[0]
 
 
 def main() -> None:
