@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, bindparam, create_engine, event, func, select, text, update
 from sqlalchemy.engine import Connection, RowMapping, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -33,6 +33,16 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SCHEMA_LOCK_KEY = 0x70685F68706F  # an arbitrary constant: PostgreSQL advisory lock for migrations
 #: The states whose trials the budget counts: duplicates and rejected configurations cost nothing.
 _BUDGET_STATES = [s.value for s in TrialState if s not in (TrialState.PRUNED_DUPLICATE, TrialState.PRUNED_INVALID)]
+# The per-trial statements, built once: the column values travel as parameters. Building them per call
+# (`insert().values(**row)`, `update().where(...).values(...)`) cost more of the parent's time than
+# running them, and the parent sets the pace of a sweep of short trials.
+_INSERT_TRIAL = schema.trials.insert()
+_SELECT_TRIAL = select(schema.trials).where(schema.trials.c.id == bindparam("trial_id"))
+# SET takes the columns named in the parameters; `trial_id` names no column, so it only fills WHERE
+_UPDATE_TRIAL = update(schema.trials).where(schema.trials.c.id == bindparam("trial_id"))
+_INSERT_REPORT = schema.reports.insert()
+_SELECT_SWEEP_OF_TRIAL = select(schema.trials.c.sweep_id).where(schema.trials.c.id == bindparam("trial_id"))
+_SELECT_STOP_REQUEST = select(schema.trials.c.stop_requested).where(schema.trials.c.id == bindparam("trial_id"))
 
 
 def _clean(value: Any) -> Any:
@@ -349,7 +359,7 @@ class SqlTrialStore:
         }
         try:
             with self._writer.begin() as conn:
-                result = conn.execute(schema.trials.insert().values(**row))
+                result = conn.execute(_INSERT_TRIAL, row)
                 trial_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         except IntegrityError:
             raise StoreError(
@@ -384,13 +394,13 @@ class SqlTrialStore:
     def _transition(
         self, conn: Connection, trial_id: int, target: TrialState, values: Mapping[str, Any]
     ) -> TrialRecord:
-        row = conn.execute(select(schema.trials).where(schema.trials.c.id == trial_id)).mappings().one()
+        row = conn.execute(_SELECT_TRIAL, {"trial_id": trial_id}).mappings().one()
         current = TrialState(row["state"])
         if target not in ALLOWED_TRANSITIONS.get(current, frozenset()):
             raise StoreError(f"trial {row['number']}: cannot move from {current.value} to {target.value}")
         if "duration" in values and row["duration"] is not None and current == TrialState.RUNNING:
             values = {**values, "duration": row["duration"] + values["duration"]}  # a resumed trial adds up
-        conn.execute(update(schema.trials).where(schema.trials.c.id == trial_id).values(state=target.value, **values))
+        conn.execute(_UPDATE_TRIAL, {"trial_id": trial_id, **values, "state": target.value})
         return _record({**row, **values, "state": target.value})
 
     def resume_trial(self, trial_id: int) -> TrialRecord:
@@ -480,21 +490,20 @@ class SqlTrialStore:
         """Store one intermediate report; return the trial's stop request, if any."""
         with self._writer.begin() as conn:
             if not sweep_id:
-                sweep_id = conn.execute(
-                    select(schema.trials.c.sweep_id).where(schema.trials.c.id == trial_id)
-                ).scalar_one()
+                sweep_id = conn.execute(_SELECT_SWEEP_OF_TRIAL, {"trial_id": trial_id}).scalar_one()
             conn.execute(
-                schema.reports.insert().values(
-                    trial_id=trial_id,
-                    sweep_id=sweep_id,
-                    step=step,
-                    metrics=_clean(dict(metrics)),
-                    score=score if score is not None and math.isfinite(score) else None,
-                    created_at=time.time(),
-                )
+                _INSERT_REPORT,
+                {
+                    "trial_id": trial_id,
+                    "sweep_id": sweep_id,
+                    "step": step,
+                    "metrics": _clean(dict(metrics)),
+                    "score": score if score is not None and math.isfinite(score) else None,
+                    "created_at": time.time(),
+                },
             )
-            conn.execute(update(schema.trials).where(schema.trials.c.id == trial_id).values(last_step=step))
-            stop = conn.execute(select(schema.trials.c.stop_requested).where(schema.trials.c.id == trial_id)).scalar()
+            conn.execute(_UPDATE_TRIAL, {"trial_id": trial_id, "last_step": step})
+            stop = conn.execute(_SELECT_STOP_REQUEST, {"trial_id": trial_id}).scalar()
         return None if stop is None else str(stop)
 
     def record_rung(self, sweep_id: int, trial_id: int, bracket: int, level: int, score: float) -> list[float]:
