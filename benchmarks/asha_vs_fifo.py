@@ -30,8 +30,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import optuna
-
 from benchmarks.problems import OPTIMUM, hartmann_space, hartmann_trial
 from flows.digits_mlp import SPACE, train
 from prefect_hpo import Budget, Objective, TrialState, sweep
@@ -52,9 +50,7 @@ def run(
 ) -> tuple[float, int, float]:
     fn, space, metric, workers = task
     started = time.perf_counter()
-    strategy: Any = sampler
-    if sampler == "tpe-plain":  # TPE itself under ASHA, not BOHB: the same sampler as FIFO's TPE
-        strategy = optuna.samplers.TPESampler(seed=seed)
+    strategy: Any = "tpe" if sampler == "bohb" and scheduler is None else sampler  # BOHB's FIFO side is TPE
     result = sweep(
         fn,
         space,
@@ -87,7 +83,7 @@ def main() -> None:
         "min_global: its best step (default for digits: what early-stopping checkpoints keep)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "tpe-plain"])
+    parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "bohb"])
     args = parser.parse_args()
     asha = {"type": "asha", "max_t": 27, "grace_period": args.grace, "reduction_factor": 3}
     task = problem(args.problem)
@@ -115,7 +111,7 @@ def main() -> None:
         storage = f"sqlite:///{tmp}/bench.db"
         for sampler in args.samplers:
             gaps, ratios = [], []
-            label = {"tpe": "tpe (ASHA: bohb)", "tpe-plain": "tpe (ASHA: plain tpe)"}.get(sampler, sampler)
+            label = {"tpe": "tpe (ASHA: plain tpe)", "bohb": "tpe (ASHA: bohb)"}.get(sampler, sampler)
             for seed in args.seeds:
                 fifo_best, fifo_steps, fifo_s = run(task, sampler, None, seed, fifo_budget, storage, args.mode)
                 asha_best, asha_steps, asha_s = run(task, sampler, asha, seed, asha_budget, storage, args.mode)

@@ -10,8 +10,9 @@ Problems (benchmarks/problems.py, flows/digits_mlp.py):
   a trial's value is its best epoch (what an early-stopping checkpoint keeps).
 
 Methods, all sequential (one trial at a time), all with the same seed per row:
-- ours: random, tpe (full fidelity, FIFO), random+asha, tpe+asha (Optuna's TPE under our ASHA),
-  bohb (our "tpe" under ASHA), random+hyperband; ASHA/Hyperband with grace 1, reduction factor 3, max_t.
+- ours: random, tpe (full fidelity, FIFO), random+asha, tpe+asha (strategy "tpe", Optuna's TPE, under our
+  ASHA), bohb (strategy "bohb" under ASHA), random+hyperband; ASHA/Hyperband with grace 1, reduction
+  factor 3, max_t.
 - optuna: random, tpe, random+sha, tpe+sha: `study.optimize` with Optuna's SuccessiveHalvingPruner
   (min_resource 1, reduction factor 3), stopped when the step budget is spent.
 - ray: random+asha: Ray Tune's ASHAScheduler (time_attr step, grace 1, reduction factor 3) over random
@@ -112,16 +113,12 @@ def _our_trial(config: dict[str, Any], trial: Any) -> float:
 
 def run_ours(problem: Problem, method: str, seed: int, folder: str) -> list[Event]:
     """One sweep through prefect_hpo; the trials in the order they ended."""
-    import optuna
-
     from prefect_hpo import Budget, TrialState, sweep
 
     sampler, _, scheduler = method.partition("+")
     strategy: Any = sampler
     if method == "bohb":
-        strategy, scheduler = "tpe", "asha"
-    elif method == "tpe+asha":
-        strategy = optuna.samplers.TPESampler(seed=seed)  # Optuna's TPE itself, not our BOHB
+        scheduler = "asha"
     steps = problem.full_budget * problem.max_t
     budget = (
         Budget(max_trials=problem.full_budget, max_concurrent=1)
@@ -313,6 +310,7 @@ def main() -> None:
     parser.add_argument("--problems", nargs="+", default=["hartmann3", "hartmann6"], choices=list(PROBLEMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--frameworks", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
+    parser.add_argument("--methods", nargs="+", choices=sorted({*OURS, *OPTUNA, *RAY}), help="only these methods")
     parser.add_argument("--plots", default=str(RESULTS), help="folder for the PNG plots")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -325,7 +323,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             for framework in args.frameworks:
                 methods, runner = RUNNERS[framework]
-                for method in methods:
+                for method in (m for m in methods if args.methods is None or m in args.methods):
                     label = f"{framework} {method}"
                     for seed in args.seeds:
                         started = time.perf_counter()

@@ -70,15 +70,16 @@ def sweep(
         train: `train(config, trial)` or `train(config)`; returns a number or a dict of numbers.
         space: parameter name -> Float/Int/Categorical/Fixed, their dict form, or YAML text.
         objective: `Objective("val_loss", "min")`, "val_loss:min", or a list of them (Pareto front).
-        strategy: "grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2", "rl" (REINFORCE), an Optuna
-            sampler, or an object with `ask()` / `tell(trial)`.
+        strategy: "grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2", "rl" (REINFORCE), "bohb"
+            (TPE per budget; needs "asha" or "hyperband"), an Optuna sampler, or an object with
+            `ask()` / `tell(trial)`.
         budget: limits; default `Budget()` (20 trials, one at a time).
         storage: SQLAlchemy URL or a file path for SQLite; default a SQLite file in ~/.prefect_hpo.
         name: the sweep's name in the store and the flow run's name; a sweep of the same
             name and space continues where it stopped. Default: the training function's name.
         scheduler: early stopping: "fifo" (default: none), "median", "asha", "hyperband", a dict
             such as {"type": "asha", "max_t": 27, "grace_period": 1, "reduction_factor": 3},
-            or a scheduler object. "tpe" with "asha"/"hyperband" runs as BOHB. {"type": "pbt",
+            or a scheduler object. {"type": "pbt",
             "population": 8, "interval": 5, "generations": 10} is population-based training.
         checkpoints: folder or fsspec URL for trial checkpoints (promotion-form schedulers);
             default: ~/.prefect_hpo/checkpoints.

@@ -143,10 +143,10 @@ class OptimizerOptuna:
 
 
 class OptimizerBOHB:
-    """BOHB: TPE models per budget under Hyperband (our "tpe" with the "hyperband" scheduler), budgets
+    """BOHB: TPE models per budget under Hyperband (our "bohb" with the "hyperband" scheduler), budgets
     from `min_iteration_per_job` to `max_iteration_per_job` steps."""
 
-    strategy = "tpe"
+    strategy = "bohb"
 
 
 _OPTIMIZERS: tuple[type, ...] = (GridSearch, RandomSearch, OptimizerOptuna, OptimizerBOHB)

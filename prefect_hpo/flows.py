@@ -46,7 +46,7 @@ def build_search(
     grid_resolution: int,
     stored_trials: int = 0,
 ) -> tuple[Scheduler, Strategy]:
-    """The scheduler, and the strategy that sees its rungs (so that "tpe" + ASHA/Hyperband is BOHB).
+    """The scheduler, and the strategy, which sees the scheduler's rungs ("bohb" learns from them).
 
     `stored_trials` is how many trials the sweep already has (a continued sweep). "pbt" (or a dict with
     "type": "pbt" and PBTStrategy's options) is population-based training: a strategy that plans the

@@ -91,7 +91,7 @@ class SweepSpec(BaseModel):
         description="parameter -> {type: float|int|categorical, low, high, log, step, choices, when} or a value"
     )
     objective: str | list[str] = Field("loss", description="'metric:mode' (min, max, min_global, max_global)")
-    strategy: Literal["grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2", "rl"] = "tpe"
+    strategy: Literal["grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2", "rl", "bohb"] = "tpe"
     scheduler: SchedulerSpec = Field(default_factory=lambda: SchedulerSpec())
     budget: BudgetSpec = Field(default_factory=lambda: BudgetSpec())
     executor: ExecutorSpec = Field(default_factory=lambda: ExecutorSpec())

@@ -154,4 +154,4 @@ def test_bad_optimizer_class_is_refused_before_anything_runs(tmp_path: Path) -> 
         optimizer.start()
     with pytest.raises(PrefectHPOError, match="call start\\(\\) first"):
         optimizer.wait()
-    assert GridSearch.strategy == "grid" and OptimizerBOHB.strategy == "tpe"
+    assert GridSearch.strategy == "grid" and OptimizerBOHB.strategy == "bohb"

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pytest
 
 from prefect_hpo import Budget, Float, SqlTrialStore, TrialState, sweep
-from prefect_hpo.errors import PrefectHPOError
+from prefect_hpo.errors import PrefectHPOError, StrategyError
 from prefect_hpo.objective import Objective
 from prefect_hpo.records import Config
 from prefect_hpo.schedulers import ASHAScheduler
 from prefect_hpo.space import SearchSpace
-from prefect_hpo.strategies import BohbStrategy, build_strategy
+from prefect_hpo.strategies import BohbStrategy, OptunaStrategy, build_strategy
 from prefect_hpo.trial import Trial
 
 pytestmark = pytest.mark.prefect
@@ -128,16 +129,23 @@ def test_curves_and_plot(sqlite_url: str, tmp_path: Path) -> None:
         result.plot_curves(tmp_path / "x.png", metric="f1")
 
 
-def test_tpe_with_a_multi_fidelity_scheduler_is_bohb(sqlite_url: str) -> None:
+def test_bohb_is_its_own_strategy_and_tpe_stays_optunas_under_a_scheduler(sqlite_url: str) -> None:
     space = SearchSpace.build(SPACE)
     objectives = (Objective("loss"),)
-    assert isinstance(build_strategy("tpe", space, objectives, rung_levels=(1, 3, 9)), BohbStrategy)
-    assert not isinstance(build_strategy("tpe", space, objectives), BohbStrategy)
+    assert isinstance(build_strategy("bohb", space, objectives, rung_levels=(1, 3, 9)), BohbStrategy)
+    tpe = build_strategy("tpe", space, objectives, rung_levels=(1, 3, 9))
+    assert isinstance(tpe, OptunaStrategy) and isinstance(tpe.study.sampler, optuna.samplers.TPESampler)
+    with pytest.raises(StrategyError, match=r"'bohb' learns from the rungs.*scheduler='hyperband'"):
+        build_strategy("bohb", space, objectives)
+    with pytest.raises(StrategyError, match="'bohb' optimises one objective, but 2"):
+        build_strategy("bohb", space, (Objective("loss"), Objective("acc", "max")), rung_levels=(1, 3))
+    with pytest.raises(PrefectHPOError, match="'bohb' learns from the rungs"):  # before anything is stored
+        sweep(curve, SPACE, "loss", "bohb", Budget(max_trials=2), storage=sqlite_url, workers="threads")
     result = sweep(
         curve,
         SPACE,
         "loss",
-        "tpe",
+        "bohb",
         Budget(max_trials=16, max_concurrent=2),
         storage=sqlite_url,
         scheduler="hyperband",
@@ -145,6 +153,29 @@ def test_tpe_with_a_multi_fidelity_scheduler_is_bohb(sqlite_url: str) -> None:
         workers="threads",
     )
     assert len(result.records) == 16 and result.best_value is not None
+    assert result.trials_by_state("PRUNED")  # hyperband stopped some: BOHB had rungs to learn from
+
+
+def test_tpe_under_asha_learns_where_stopped_trials_stopped(sqlite_url: str) -> None:
+    """Optuna's TPE under our ASHA sees each stopped trial as pruned at the step it reached, with its value
+    there, as Optuna's own pruners show it."""
+    strategy = OptunaStrategy(SearchSpace.build(SPACE), (Objective("loss"),), optuna.samplers.TPESampler(seed=3))
+    result = sweep(
+        curve,
+        SPACE,
+        "loss",
+        strategy,
+        Budget(max_trials=12),
+        storage=sqlite_url,
+        scheduler={"type": "asha", "max_t": 9, "grace_period": 1, "reduction_factor": 3},
+        seed=3,
+        workers="threads",
+    )
+    stopped = {r.number: r.last_step for r in result.records if r.state == TrialState.PRUNED}
+    assert stopped, "ASHA stopped no trial: nothing to check"
+    pruned = [t for t in strategy.study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) == len(stopped)
+    assert sorted(max(t.intermediate_values) for t in pruned) == sorted(stopped.values())
 
 
 def test_bohb_proposes_from_the_largest_budget_with_enough_points() -> None:

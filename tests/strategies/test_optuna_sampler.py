@@ -91,7 +91,7 @@ def test_a_sampler_instance_and_unknown_names() -> None:
         build_strategy("hyperopt", SPACE, LOSS)
     with pytest.raises(StrategyError, match="neither a name"):
         build_strategy(42, SPACE, LOSS)  # type: ignore[arg-type]
-    assert set(STRATEGY_NAMES) == {"grid", "rl", "random", "tpe", "gp", "cmaes", "qmc", "nsga2"}
+    assert set(STRATEGY_NAMES) == {"grid", "rl", "random", "tpe", "gp", "cmaes", "qmc", "nsga2", "bohb"}
 
 
 def test_stopped_trials_tell_tpe_where_they_stopped() -> None:
