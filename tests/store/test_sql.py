@@ -75,6 +75,43 @@ def test_trial_lifecycle_reports_and_usage(storage_url: str) -> None:
     store.close()
 
 
+def test_the_records_writes_return_are_what_the_store_holds(storage_url: str) -> None:
+    """Each write returns the trial as it now stands in the store, every field of it (the statements are
+    built once and take their columns from the parameters, so a column left out would show here)."""
+    store = SqlTrialStore(storage_url)
+    sid = open_sweep(store)
+    first = store.create_trial(sid, 0, {"x": 0.25}, "h0", bracket=2, lineage={"member": 1, "start_step": 0})
+    assert first == store.trial(sid, 0)
+    assert store.add_report(first.id, 3, {"loss": 0.5}, sweep_id=sid, score=0.5) is None
+    assert store.add_report(first.id, 4, {"loss": 0.45}) is None  # the sweep looked up from the trial
+    outcome = Outcome(
+        TrialState.FAIL_RECOVERABLE,
+        values=(0.45,),
+        metrics={"loss": 0.45, "acc": 0.9},
+        error="worker died",
+        reason="lost",
+        duration=2.5,
+        worker="host:1",
+    )
+    ended = store.finish_trial(first.id, outcome, task_run_id="run-1")
+    assert ended == store.trial(sid, 0)
+    assert (ended.state, ended.values, ended.last_step, ended.task_run_id) == (
+        TrialState.FAIL_RECOVERABLE,
+        (0.45,),
+        4,
+        "run-1",
+    )
+    again = store.resume_trial(first.id)
+    assert again == store.trial(sid, 0) and (again.attempt, again.state) == (2, TrialState.RUNNING)
+    final = store.finish_trial(again.id, Outcome(TrialState.COMPLETE, values=(0.4,), duration=1.0))
+    assert final == store.trial(sid, 0) and final.duration == pytest.approx(3.5)  # the attempts add up
+    duplicate = store.create_trial(
+        sid, 1, {"x": 0.25}, "h0", TrialState.PRUNED_DUPLICATE, values=(0.4,), reason="same as 0", duplicate_of=0
+    )
+    assert duplicate == store.trial(sid, 1) and duplicate.finished_at is not None
+    store.close()
+
+
 def test_illegal_transitions_are_refused_and_change_nothing(storage_url: str) -> None:
     store = SqlTrialStore(storage_url)
     sid = open_sweep(store)
