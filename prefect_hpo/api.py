@@ -79,8 +79,8 @@ def sweep(
             name and space continues where it stopped. Default: the training function's name.
         scheduler: early stopping: "fifo" (default: none), "median", "asha", "hyperband", a dict
             such as {"type": "asha", "max_t": 27, "grace_period": 1, "reduction_factor": 3},
-            or a scheduler object. {"type": "pbt",
-            "population": 8, "interval": 5, "generations": 10} is population-based training.
+            or a scheduler object. {"type": "pbt", "population": 8, "interval": 5, "generations": 10}
+            is population-based training.
         checkpoints: folder or fsspec URL for trial checkpoints (promotion-form schedulers);
             default: ~/.prefect_hpo/checkpoints.
         seed: makes sampling reproducible (exactly so with max_concurrent=1).
