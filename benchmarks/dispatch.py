@@ -98,8 +98,7 @@ def with_prefect_hpo(trials: int, seconds: float, storage: str, name: str = "dis
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     from benchmarks.dispatch import sleeping_trial as trial  # under its importable name, not __main__
-    from prefect_hpo import Budget, Categorical, SqlTrialStore, sweep
-    from prefect_hpo.executors.workpool import WorkPoolExecutor
+    from prefect_hpo import Budget, Categorical, SqlTrialStore, WorkPoolExecutor, sweep
 
     start = time.perf_counter()
     result = sweep(

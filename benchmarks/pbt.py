@@ -31,7 +31,7 @@ def run_pbt(seed: int, folder: str) -> tuple[float, list[float]]:
         budget=Budget(max_trials=80, max_concurrent=8),
         storage=f"sqlite:///{folder}/pbt.db",
         name=f"pbt-{seed}",
-        scheduler={"type": "pbt", "population": 8, "interval": 10, "generations": 10},
+        strategy={"type": "pbt", "population": 8, "interval": 10, "generations": 10},
         seed=seed,
         workers="threads",
         checkpoints=f"{folder}/checkpoints",

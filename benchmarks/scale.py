@@ -59,6 +59,7 @@ def _row(trials: int, strategy: str, folder: str) -> dict[str, float]:
     from prefect_hpo.records import TrialState
     from prefect_hpo.space import SearchSpace, config_hash
     from prefect_hpo.strategies import build_strategy
+    from prefect_hpo.strategies.base import ResumableStrategy
 
     url = f"sqlite:///{folder}/scale.db"
     search = SearchSpace.build(space())
@@ -74,7 +75,7 @@ def _row(trials: int, strategy: str, folder: str) -> dict[str, float]:
     )
     filler = build_strategy("random", search, objectives, seed=1)
     for number in range(trials):
-        config = filler.ask()
+        config = filler.ask().config
         assert config is not None
         store.create_trial(
             sid, number, config, config_hash(config), TrialState.COMPLETE, values=[trivial(config)], metrics={}
@@ -87,9 +88,8 @@ def _row(trials: int, strategy: str, folder: str) -> dict[str, float]:
     opened = time.perf_counter() - started
     started = time.perf_counter()
     searcher = build_strategy(strategy, search, objectives, seed=0, stored_trials=len(stored))
-    restore = getattr(searcher, "restore", None)
-    if restore is not None:
-        restore(stored)
+    if isinstance(searcher, ResumableStrategy):
+        searcher.restore(stored)
     else:
         for record in stored:
             searcher.tell(record)
@@ -98,7 +98,7 @@ def _row(trials: int, strategy: str, folder: str) -> dict[str, float]:
     template = stored[-1]
     for i in range(20):
         started = time.perf_counter()
-        config = searcher.ask()
+        config = searcher.ask().config
         asks.append(time.perf_counter() - started)
         assert config is not None
         value = trivial(config)

@@ -15,6 +15,8 @@ from prefect_hpo import Budget, Objective, sweep
 from prefect_hpo.reporting.artifacts import artifact_key, plots_folder
 from prefect_hpo.store.urls import default_home, resolve_storage
 
+DEMO_STORAGE = "runs/hpo.db"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -22,10 +24,12 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--strategy", default="tpe")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--storage", default="runs/hpo.db", help="SQLAlchemy URL or SQLite file path")
+    parser.add_argument("--storage", default=DEMO_STORAGE, help="SQLAlchemy URL or SQLite file path")
     parser.add_argument("--name", default=None, help="sweep name (default: digits-mlp-<time>)")
     args = parser.parse_args()
 
+    if args.storage == DEMO_STORAGE:
+        Path(DEMO_STORAGE).parent.mkdir(exist_ok=True)  # the demo's own folder; a folder a user names must exist
     name = args.name or time.strftime("digits-mlp-%Y%m%d-%H%M%S")
     started = time.perf_counter()
     result = sweep(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from prefect_hpo.executors.main_script import top_level_entry
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -30,6 +32,8 @@ _EXPORTS = {
     "TrialRecord": "prefect_hpo.records",
     "Trial": "prefect_hpo.trial",
     "SqlTrialStore": "prefect_hpo.store.sql",
+    "WorkPoolExecutor": "prefect_hpo.executors.settings",
+    "ClusterExecutor": "prefect_hpo.executors.settings",
     "PrefectHPOError": "prefect_hpo.errors",
     "SearchSpaceError": "prefect_hpo.errors",
     "ObjectiveError": "prefect_hpo.errors",
@@ -39,6 +43,7 @@ _EXPORTS = {
     "SweepConflictError": "prefect_hpo.errors",
     "TrialFunctionError": "prefect_hpo.errors",
     "TooManyFailedTrials": "prefect_hpo.errors",
+    "TrialsFailAlike": "prefect_hpo.errors",
     "TrialStopped": "prefect_hpo.errors",
 }
 
@@ -65,7 +70,12 @@ if TYPE_CHECKING:
         SweepConflictError as SweepConflictError,
         TooManyFailedTrials as TooManyFailedTrials,
         TrialFunctionError as TrialFunctionError,
+        TrialsFailAlike as TrialsFailAlike,
         TrialStopped as TrialStopped,
+    )
+    from prefect_hpo.executors.settings import (
+        ClusterExecutor as ClusterExecutor,
+        WorkPoolExecutor as WorkPoolExecutor,
     )
     from prefect_hpo.objective import (
         Objective as Objective,
@@ -103,4 +113,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'prefect_hpo' has no attribute {name!r}")
+    stand_in = top_level_entry(name)  # the fork server loading a user's script: no Prefect for sweep()
+    if stand_in is not None:
+        return stand_in
     return getattr(importlib.import_module(module), name)

@@ -1,46 +1,49 @@
-"""`sweep()`: the one call a user makes. Validates everything, then runs the sweep flow."""
+"""`sweep()`: the one call a user makes. It makes the sweep's `SweepOptions` (each field checked), checks them
+against the parts and Prefect (`validate_sweep`), then runs the sweep flow with them (`run_sweep`)."""
 
 from __future__ import annotations
 
-import re
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
+from prefect.settings import get_current_settings
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import SecretStr
 
+from prefect_hpo.arguments import check_parameter_size
 from prefect_hpo.budget import Budget
-from prefect_hpo.controller import TrialCallback
-from prefect_hpo.errors import PrefectHPOError
-from prefect_hpo.executors.cluster import ClusterExecutor
-from prefect_hpo.executors.local import WorkerKind
-from prefect_hpo.executors.workpool import WorkPoolExecutor
-from prefect_hpo.flows import build_search, check_pbt_budget, sweep_flow
+from prefect_hpo.errors import PrefectHPOError, ServerStartError
+from prefect_hpo.executors.main_script import skip_top_level_sweep
+from prefect_hpo.executors.settings import ClusterExecutor, WorkerKind, WorkPoolExecutor
+from prefect_hpo.head_start import HeadStart
 from prefect_hpo.importing import import_path
-from prefect_hpo.objective import Objective, build_objectives
+from prefect_hpo.interrupts import install_quiet_hook, quiet, sweep_interrupted
+from prefect_hpo.objective import Objective
+from prefect_hpo.options import SweepOptions
 from prefect_hpo.records import Constraint
+from prefect_hpo.reporting.callback import TrialCallback
 from prefect_hpo.result import SweepResult
 from prefect_hpo.schedulers import Scheduler
 from prefect_hpo.space import SearchSpace
-from prefect_hpo.store.sql import SqlTrialStore
-from prefect_hpo.store.urls import default_home, resolve_storage
+from prefect_hpo.storage_refs import refuse_credentials_for_workers, resolve
 from prefect_hpo.strategies import Strategy
-from prefect_hpo.trial import TrainFn, wants_trial
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,199}$")
-
-
-def _default_name(train: TrainFn) -> str:
-    """The training function's name, reduced to the characters a sweep name may hold."""
-    raw = getattr(train, "__name__", "") or ""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-._") or "sweep"
+from prefect_hpo.sweep_flow import sweep_flow
+from prefect_hpo.temporary_server import (
+    shared_with_cluster_workers,
+    start_temporary_server,
+    temporary_server_settings,
+    without_heartbeats,
+)
+from prefect_hpo.trial import TrainFn
 
 
 def sweep(
     train: TrainFn,
     space: SearchSpace | Mapping[str, Any] | str,
     objective: Objective | str | Mapping[str, Any] | Sequence[Any] = "loss",
-    strategy: str | optuna.samplers.BaseSampler | Strategy = "tpe",
+    strategy: str | Mapping[str, Any] | optuna.samplers.BaseSampler | Strategy = "tpe",
     budget: Budget | None = None,
     storage: str | None = None,
     name: str | None = None,
@@ -71,18 +74,23 @@ def sweep(
         space: parameter name -> Float/Int/Categorical/Fixed, their dict form, or YAML text.
         objective: `Objective("val_loss", "min")`, "val_loss:min", or a list of them (Pareto front).
         strategy: "grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2", "rl" (REINFORCE), "bohb"
-            (TPE per budget; needs "asha" or "hyperband"), an Optuna sampler, or an object with
-            `ask()` / `tell(trial)`.
+            (TPE per budget; needs "asha" or "hyperband"), "pbt" (population-based training; with its
+            options as a dict: {"type": "pbt", "population": 8, "interval": 5, "generations": 10}),
+            an Optuna sampler, or an object with `ask()` / `tell(trial)`.
         budget: limits; default `Budget()` (20 trials, one at a time).
         storage: SQLAlchemy URL or a file path for SQLite; default a SQLite file in ~/.prefect_hpo.
+            "env:NAME" (an environment variable) or "block:NAME" (a Prefect Secret block) names the URL
+            by reference, resolved where the store is opened; only the reference reaches Prefect. A URL
+            with a password given directly stays in this process (Prefect sees it masked); a work-pool
+            sweep refuses it, since its workers could only learn it through Prefect.
         name: the sweep's name in the store and the flow run's name; a sweep of the same
             name and space continues where it stopped. Default: the training function's name.
         scheduler: early stopping: "fifo" (default: none), "median", "asha", "hyperband", a dict
             such as {"type": "asha", "max_t": 27, "grace_period": 1, "reduction_factor": 3},
-            or a scheduler object. {"type": "pbt", "population": 8, "interval": 5, "generations": 10}
-            is population-based training.
-        checkpoints: folder or fsspec URL for trial checkpoints (promotion-form schedulers);
-            default: ~/.prefect_hpo/checkpoints.
+            or a scheduler object. ("pbt" here is the deprecated spelling of strategy="pbt".)
+        checkpoints: folder or fsspec URL for trial checkpoints (promotion-form schedulers, PBT);
+            default: ~/.prefect_hpo/checkpoints. Each sweep has its own folder in it,
+            `<cleaned name>-<sweep uid>` (`result.checkpoint_path(number)` gives a trial's).
         seed: makes sampling reproducible (exactly so with max_concurrent=1).
         workers: "processes" (default; CPU-bound trials run in parallel) or "threads".
         grid_resolution: points per continuous range for the grid strategy.
@@ -94,7 +102,8 @@ def sweep(
             `ClusterExecutor.dask(...)` / `.ray(...)` runs each trial as a task run on a Dask or Ray
             cluster through Prefect's task runners. Default: this machine's processes or threads.
         max_retries: times a trial whose worker died (FAIL_RECOVERABLE) runs again, as a new
-            attempt, before it counts as FAIL.
+            attempt, before it counts as FAIL. Attempts cut off by a Ctrl-C or by the death of the
+            sweep's own process are not failures: they run again without counting.
         on_trial_complete: called as each trial ends, in the sweep's thread, with
             (trial number, value, step, config, best trial number so far).
         stop_check: asked between events; a reason to stop the sweep now, or None (what
@@ -110,78 +119,29 @@ def sweep(
             rejected N configurations in a row"), as a sampler that cannot find a valid point must.
         keep_top_k: keep the checkpoint folders of the k best trials only, removing the others' as
             trials fall out of the top k (ClearML's save_top_k_tasks_only); the store keeps every row.
+            Only the sweep's own folder is pruned, never a folder from before per-sweep folders.
         artifact_interval: least seconds between two updates of the sweep's Prefect artifacts
             (summary table, best configuration, progress, budget); a last update is always made
             when the sweep ends. None: no artifacts.
 
     Raises:
         PrefectHPOError (a subclass naming the field) for bad input, before any trial runs;
-        TooManyFailedTrials when more trials fail than `budget.max_failed_trials`.
+        TooManyFailedTrials when more trials fail than `budget.max_failed_trials`; its subclass
+        TrialsFailAlike, quoting the error, when the first `budget.fail_fast` trials fail alike.
     """
-    wants_trial(train)
-    search_space = SearchSpace.build(space)
-    objectives = build_objectives(objective)
-    limits = budget if budget is not None else Budget()
-    if not isinstance(limits, Budget):
-        raise PrefectHPOError(f"budget must be a Budget(...), got {limits!r}")
-    sweep_name = name if name is not None else _default_name(train)
-    if not isinstance(sweep_name, str) or not _NAME.match(sweep_name):
-        raise PrefectHPOError(
-            f"sweep name {sweep_name!r} is not usable; use letters, digits, spaces, '.', '_' or '-' "
-            "(at most 200 characters, starting with a letter or digit)"
-        )
-    _, searcher = build_search(strategy, scheduler, search_space, objectives, seed, grid_resolution)
-    check_pbt_budget(searcher, limits)
-    if isinstance(executor, WorkPoolExecutor):
-        import_path(train)
-    elif executor is not None and not isinstance(executor, ClusterExecutor):
-        raise PrefectHPOError(
-            f"executor must be a WorkPoolExecutor, a ClusterExecutor or None (this machine), got {executor!r}"
-        )
-    if artifact_interval is not None and (
-        isinstance(artifact_interval, bool) or not isinstance(artifact_interval, int | float) or artifact_interval < 0
-    ):
-        raise PrefectHPOError(
-            f"artifact_interval must be a number of seconds >= 0 (or None for no artifacts), got {artifact_interval!r}"
-        )
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise PrefectHPOError(f"max_retries must be a non-negative integer, got {max_retries!r}")
-    if keep_top_k is not None and (isinstance(keep_top_k, bool) or not isinstance(keep_top_k, int) or keep_top_k < 1):
-        raise PrefectHPOError(
-            f"keep_top_k must be a positive integer (or None to keep every checkpoint), got {keep_top_k!r}"
-        )
-    if constraint is not None and not callable(constraint):
-        raise PrefectHPOError(f"constraint must be a callable taking a configuration, got {constraint!r}")
-    if (
-        isinstance(max_rejections_in_a_row, bool)
-        or not isinstance(max_rejections_in_a_row, int)
-        or (max_rejections_in_a_row < 1)
-    ):
-        raise PrefectHPOError(f"max_rejections_in_a_row must be a positive integer, got {max_rejections_in_a_row!r}")
-    if on_trial_complete is not None and not callable(on_trial_complete):
-        raise PrefectHPOError(f"on_trial_complete must be a callable, got {on_trial_complete!r}")
-    url = resolve_storage(storage)
-    SqlTrialStore(url).close()  # an unreachable or invalid store fails here, before Prefect starts
-    if validate_only:
-        return None  # type: ignore[return-value]
-
-    task_runner = (
-        executor.task_runner
-        if isinstance(executor, ClusterExecutor)
-        else ThreadPoolTaskRunner(max_workers=limits.max_concurrent)
-    )
-    run = sweep_flow.with_options(flow_run_name=sweep_name, task_runner=task_runner)  # type: ignore[arg-type]
-    return run(
-        train=train,
-        name=sweep_name,
-        space=search_space.to_dict(),
-        objective=[o.to_dict() for o in objectives],
+    skip_top_level_sweep()  # the fork server loading this script for the workers runs no sweep of its own
+    options = SweepOptions.build(
+        train,
+        space,
+        objective,
+        budget,
+        name,
+        storage,
+        spec,
+        checkpoints,
         strategy=strategy,
-        budget=limits.to_dict(),
-        scheduler=scheduler,
-        checkpoints=checkpoints or str(default_home() / "checkpoints"),
-        storage=url,
         seed=seed,
+        scheduler=scheduler,
         workers=workers,
         grid_resolution=grid_resolution,
         max_consecutive_duplicates=max_consecutive_duplicates,
@@ -191,9 +151,81 @@ def sweep(
         artifact_interval=artifact_interval,
         on_trial_complete=on_trial_complete,
         stop_check=stop_check,
-        spec=dict(spec) if spec is not None else None,
         fork=bool(fork),
         constraint=constraint,
         max_rejections_in_a_row=max_rejections_in_a_row,
         keep_top_k=keep_top_k,
     )
+    url = validate_sweep(options, storage)
+    if validate_only:  # the first spelling of validate_sweep(), kept for the calls that use it
+        return None  # type: ignore[return-value]
+    return run_sweep(options, url)
+
+
+def validate_sweep(options: SweepOptions, storage: str | None = None) -> str:
+    """Check `options` against everything a sweep meets before its first trial: the strategy and the scheduler
+    build, a work pool can import `train` and learn the store, the store opens and takes writes, and Prefect's
+    server takes the flow run's parameters. Runs nothing; returns the store's URL.
+
+    `storage`: the store as the caller named it, where it differs from `options.storage` (a URL whose
+    password the options hold masked); default `options.storage`.
+
+    Raises:
+        PrefectHPOError (a subclass naming the field) for the first thing that would fail.
+    """
+    executor = options.executor
+    if isinstance(executor, WorkPoolExecutor):
+        import_path(options.train)
+        refuse_credentials_for_workers(storage)
+    elif executor is not None and not isinstance(executor, ClusterExecutor):
+        raise PrefectHPOError(
+            f"executor must be a WorkPoolExecutor, a ClusterExecutor or None (this machine), got {executor!r}"
+        )
+    url = resolve(storage if storage is not None else options.storage)
+    parameters = {"options": options, "storage_url": SecretStr(url)}
+    check_parameter_size(sweep_flow, parameters, get_current_settings().server.api.max_parameter_size)
+    options.check(url)
+    return url
+
+
+def run_sweep(options: SweepOptions, url: str) -> SweepResult:
+    """Run the sweep `options` describe (checked by `validate_sweep`, which gave `url`) as a Prefect flow."""
+    executor, limits = options.executor, options.budget
+    train, sweep_name = options.train, options.name
+    task_runner = (
+        executor.task_runner
+        if isinstance(executor, ClusterExecutor)
+        else ThreadPoolTaskRunner(max_workers=limits.max_concurrent)
+    )
+    # The workers and the plot helper start first, while Prefect starts its server and creates the flow run.
+    head_start = HeadStart(
+        train,
+        url,
+        limits.max_concurrent,
+        processes=executor is None and options.workers == "processes",
+        plots=options.artifact_interval is not None,
+    )
+    # a server this starts: no telemetry errors, time for a first start, a Ctrl-C does not stop it
+    with head_start, temporary_server_settings():
+        try:
+            temporary = start_temporary_server()
+        except ServerStartError as exc:  # names the setting to raise: its message, not a traceback
+            install_quiet_hook()
+            raise quiet(exc) from None
+        run = sweep_flow.with_options(flow_run_name=sweep_name, task_runner=task_runner)  # type: ignore[arg-type]
+        with contextlib.ExitStack() as settings:
+            if temporary:
+                settings.enter_context(without_heartbeats())
+                if isinstance(executor, ClusterExecutor) and executor.on_this_machine:
+                    settings.enter_context(shared_with_cluster_workers())
+            state = run(options, SecretStr(url), return_state=True)
+    if state.is_cancelled():  # Ctrl-C or SIGTERM: what ran is stored, and the same call continues it
+        install_quiet_hook()
+        raise sweep_interrupted(state.message or "the sweep was interrupted")
+    try:
+        result = state.result()
+    except PrefectHPOError as exc:  # an error that names its fix: left uncaught, its message, not a traceback
+        install_quiet_hook()
+        raise quiet(exc)  # noqa: B904 - the same exception, raised again
+    assert isinstance(result, SweepResult)
+    return result

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from prefect_hpo.arguments import is_integer, is_number
 from prefect_hpo.errors import BudgetError
 
 
@@ -25,6 +26,10 @@ class Budget:
         compute_time_limit: seconds of trial run time, summed over trials.
         trial_time_limit: seconds one trial may run before it is stopped (state FAIL).
         max_failed_trials: failures allowed; one more stops the sweep with an error.
+        fail_fast: when this many trials in a row fail with the same error (numbers in it aside)
+            before any trial of the run has succeeded, the sweep stops with `TrialsFailAlike`
+            quoting the error, instead of spending its budget on one mistake (a typo in the
+            objective's metric, say). 0 or None: never (see `prefect_hpo.failures`).
         min_steps: steps every trial may run before a scheduler may stop it.
         max_steps: steps after which a trial is told to stop (it completes).
         max_total_steps: steps run by all trials together (the last step each reached, running
@@ -39,6 +44,7 @@ class Budget:
     compute_time_limit: float | None = None
     trial_time_limit: float | None = None
     max_failed_trials: int | None = None
+    fail_fast: int | None = 3
     min_steps: int | None = None
     max_steps: int | None = None
     max_total_steps: int | None = None
@@ -47,15 +53,18 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("max_trials", "max_failed_trials", "min_steps", "max_steps", "max_total_steps", "trials_per_run"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            if value is not None and not (is_integer(value) and value >= 0):
                 raise BudgetError(f"budget.{name} must be a non-negative integer or None, got {value!r}")
-        if isinstance(self.max_concurrent, bool) or not isinstance(self.max_concurrent, int) or self.max_concurrent < 1:
+        if self.fail_fast is not None and not (is_integer(self.fail_fast) and self.fail_fast >= 0):
+            raise BudgetError(
+                f"budget.fail_fast must be a number of trials >= 1 (or 0 / None to run every trial whatever "
+                f"fails), got {self.fail_fast!r}; e.g. Budget(fail_fast=3)"
+            )
+        if not (is_integer(self.max_concurrent) and self.max_concurrent >= 1):
             raise BudgetError(f"budget.max_concurrent must be an integer >= 1, got {self.max_concurrent!r}")
         for name in ("time_limit", "compute_time_limit", "trial_time_limit"):
             value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value)
-            ):
+            if value is not None and not (is_number(value) and value > 0 and not math.isinf(value)):
                 raise BudgetError(f"budget.{name} must be a positive number of seconds or None, got {value!r}")
         if self.min_steps is not None and self.max_steps is not None and self.min_steps > self.max_steps:
             raise BudgetError(

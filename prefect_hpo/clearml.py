@@ -20,10 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefect_hpo.arguments import is_number
 from prefect_hpo.budget import Budget
 from prefect_hpo.controller import SweepController, start_sweep
 from prefect_hpo.errors import PrefectHPOError
-from prefect_hpo.executors.workpool import WorkPoolExecutor
+from prefect_hpo.executors.settings import WorkPoolExecutor
 from prefect_hpo.importing import load_function
 from prefect_hpo.objective import Objective
 from prefect_hpo.records import Config, TrialRecord
@@ -198,7 +199,7 @@ def objective_of(title: str, series: str | None, sign: str) -> Objective:
 def _minutes(value: float | None, what: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if not is_number(value) or value <= 0:
         raise PrefectHPOError(f"{what} is in minutes and must be positive, got {value!r}")
     return float(value) * 60.0
 

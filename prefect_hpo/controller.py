@@ -10,66 +10,46 @@ loop asks between events (a stop, or a time limit changed while it runs).
 from __future__ import annotations
 
 import contextvars
-import logging
-import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 
-from prefect_hpo.budget import Budget, BudgetStatus
+from prefect_hpo.api import sweep
+from prefect_hpo.arguments import is_number
+from prefect_hpo.budget import Budget
 from prefect_hpo.errors import PrefectHPOError, StoreError
+from prefect_hpo.executors.main_script import skip_top_level_sweep
+from prefect_hpo.names import default_sweep_name
 from prefect_hpo.objective import Objective, build_objectives
-from prefect_hpo.records import Config, TrialRecord, TrialState
+from prefect_hpo.ranking import ordered
+from prefect_hpo.records import TrialRecord, TrialState
+from prefect_hpo.reporting.callback import TrialCallback
 from prefect_hpo.result import SweepResult, load_result
 from prefect_hpo.space import SearchSpace
+from prefect_hpo.storage_refs import resolve
 from prefect_hpo.store.sql import SqlTrialStore
-from prefect_hpo.store.urls import resolve_storage
-
-TrialCallback = Callable[[int, float | None, int | None, Config, int | None], None]
-"""`on_trial_complete(trial_number, value, step, config, best_trial_number)`."""
-
-_log = logging.getLogger("prefect_hpo.controller")
-
-
-class TrialCallbackReporter:
-    """Calls `on_trial_complete` as each trial ends (the sweep's reporter chain runs it in the sweep's thread)."""
-
-    def __init__(self, callback: TrialCallback, objectives: Sequence[Objective]) -> None:
-        self._callback = callback
-        self._objective = objectives[0]
-        self._best: tuple[float, int] | None = None
-
-    def trial_started(self, trial: TrialRecord) -> None:
-        return None
-
-    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
-        if not trial.state.is_finished:
-            return
-        value = trial.value
-        usable = trial.state == TrialState.COMPLETE and value is not None and math.isfinite(value)
-        if usable and (self._best is None or self._objective.better(value, self._best[0])):  # type: ignore[arg-type]
-            self._best = (value, trial.number)  # type: ignore[assignment]
-        best = None if self._best is None else self._best[1]
-        try:
-            self._callback(trial.number, value, trial.last_step, dict(trial.config), best)
-        except Exception:  # noqa: BLE001 - a user's callback must not end the sweep; its error is logged
-            _log.exception("on_trial_complete raised for trial %d; the sweep goes on", trial.number)
-
-    def sweep_ended(self, status: BudgetStatus, reason: str) -> None:
-        return None
 
 
 class SweepController:
     """The handle of a sweep running in a background thread (see `start_sweep`)."""
 
-    def __init__(self, name: str, storage: str, objectives: tuple[Objective, ...], budget: Budget) -> None:
+    def __init__(
+        self,
+        name: str,
+        storage: str,
+        objectives: tuple[Objective, ...],
+        budget: Budget,
+        loop_time_limit: float | None = None,
+    ) -> None:
+        """`loop_time_limit`: a wall-time limit the loop also holds (the budget's only limit), which
+        `set_time_limit` therefore cannot pass."""
         self.name, self.storage, self.objectives = name, storage, objectives
         self._time_limit = budget.time_limit
-        self._loop_time_limit: float | None = None  # a limit the loop also holds: set_time_limit cannot pass it
+        self._loop_time_limit = loop_time_limit
         self._stop_requested: str | None = None
         self._started = time.monotonic()
         self._ended: float | None = None
@@ -77,7 +57,9 @@ class SweepController:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
-    def _run(self, run_sweep: Callable[[], SweepResult]) -> None:
+    def start(self, run_sweep: Callable[[], SweepResult]) -> None:
+        """Call `run_sweep` in a background thread, in a copy of the caller's context; its result (or error)
+        is kept for `result()`."""
         context = contextvars.copy_context()  # Prefect's settings (e.g. the server's URL) live in context variables
 
         def target() -> None:
@@ -111,7 +93,7 @@ class SweepController:
 
     def set_time_limit(self, seconds: float | None) -> None:
         """Change the sweep's wall-time limit while it runs (counted from its start; None: no limit)."""
-        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0):
+        if seconds is not None and not (is_number(seconds) and seconds > 0):
             raise PrefectHPOError(f"set_time_limit: give a positive number of seconds or None, got {seconds!r}")
         held = self._loop_time_limit
         if held is not None and (seconds is None or seconds > held):
@@ -163,18 +145,16 @@ class SweepController:
     def top_details(self, k: int = 5, all_metrics: bool = False, only_completed: bool = True) -> list[dict[str, Any]]:
         """The k best trials as dicts: number, state, objective value, config and metrics (the objectives only,
         or with `all_metrics` every metric the trial returned or last reported). Without `only_completed`,
-        stopped and failed trials follow the completed ones."""
+        every trial in `prefect_hpo.ranking.ordered`'s order: stopped trials ranked with the completed ones
+        by their value at the step they reached, failed ones after them."""
         now = self.snapshot()
         if now is None:
             return []
-        first = self.objectives[0]
-        records = [r for r in now.records if r.state == TrialState.COMPLETE or not only_completed]
-        ranked = sorted(
-            records,
-            key=lambda r: (r.state != TrialState.COMPLETE, first.sort_key(r.value), r.number),
-        )
+        # the one ranking of every view (prefect_hpo.ranking): stopped trials by their value where they stopped
+        everything = ordered(now.records, self.objectives[0])
+        chosen = [r for r in everything if r.state == TrialState.COMPLETE] if only_completed else everything
         out = []
-        for r in ranked[:k]:
+        for r in chosen[:k]:
             values = {o.metric: v for o, v in zip(self.objectives, r.values or (), strict=False)}
             metrics = {**r.metrics, **values} if all_metrics else values
             out.append(
@@ -209,11 +189,10 @@ def start_sweep(
 
     Takes what `sweep()` takes. Bad input is refused here, before the thread starts.
     """
-    from prefect_hpo.api import _default_name, sweep
-
+    skip_top_level_sweep()  # as in sweep(): the fork server loading this script starts no sweep
     limits = budget if budget is not None else Budget()
-    url = resolve_storage(storage)
-    sweep_name = name if name is not None else _default_name(train)
+    url = resolve(storage)  # the handle reads the store itself; sweep() is given `storage` as the caller named it
+    sweep_name = name if name is not None else default_sweep_name(train)
     if options.get("fork"):  # the handle must watch the sweep under the name the fork will run as
         store = SqlTrialStore(url)
         try:
@@ -221,12 +200,11 @@ def start_sweep(
             sweep_name = store.fork_name(sweep_name, SearchSpace.build(space).to_dict(), objectives)
         finally:
             store.close()
-    controller = SweepController(sweep_name, url, build_objectives(objective), limits)
     # The controller owns the wall-time limit, so that set_time_limit() can also extend it; the loop keeps
     # it only where it is the budget's one limit (a budget must end the sweep on its own).
     others = (limits.max_trials, limits.trials_per_run, limits.compute_time_limit, limits.max_total_steps)
     for_loop = replace(limits, time_limit=None) if any(v is not None for v in others) else limits
-    controller._loop_time_limit = for_loop.time_limit
+    controller = SweepController(sweep_name, url, build_objectives(objective), limits, for_loop.time_limit)
 
     def run(validate_only: bool) -> SweepResult:
         return sweep(
@@ -235,7 +213,7 @@ def start_sweep(
             objective,
             strategy,
             for_loop,
-            url,
+            storage,
             sweep_name,
             on_trial_complete=on_trial_complete,
             stop_check=controller.stop_reason,
@@ -244,5 +222,5 @@ def start_sweep(
         )
 
     run(validate_only=True)  # bad input is refused here, in the caller's thread, before anything runs
-    controller._run(lambda: run(validate_only=False))
+    controller.start(lambda: run(validate_only=False))
     return controller

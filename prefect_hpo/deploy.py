@@ -11,8 +11,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
-TRIAL_ENTRYPOINT = "flows/trial_flow.py:hpo_trial"
-SWEEP_ENTRYPOINT = "flows/sweep_flow.py:hpo_run_sweep"
+# Module paths (Prefect's form without a colon): a worker imports them from the installed package, whatever
+# its working folder holds.
+TRIAL_ENTRYPOINT = "prefect_hpo.flows.trial.hpo_trial"
+SWEEP_ENTRYPOINT = "prefect_hpo.flows.sweep.hpo_run_sweep"
 
 
 def ensure_work_pool(pool: str = "hpo", queues: Mapping[str, int | None] | None = None) -> None:
@@ -30,10 +32,12 @@ def ensure_work_pool(pool: str = "hpo", queues: Mapping[str, int | None] | None 
 def deploy_flow(
     entrypoint: str, project_dir: str | Path = ".", pool: str = "hpo", name: str = "hpo-trial", queue: str = "cpu"
 ) -> str:
-    """Deploy the flow at `entrypoint` (relative to `project_dir`, which holds flows/ and the training code).
+    """Deploy the flow at `entrypoint`: a module path (`package.module.flow`), or a file in `project_dir`
+    (`path/to/file.py:flow`).
 
-    No image and no remote storage: process workers on machines that share the folder run it
-    there. Returns the deployment id; deploying again updates it.
+    `project_dir` is the folder the workers run flow runs from: the training code's package is imported from
+    there (or is installed). No image and no remote storage: process workers on machines that share the
+    folder run it there. Returns the deployment id; deploying again updates it.
     """
     source = str(Path(project_dir).resolve())
     loaded = flow.from_source(source=source, entrypoint=entrypoint)
@@ -60,7 +64,9 @@ def setup_work_pool(
 ) -> str:
     """The one line: the pool, its `gpu` and `cpu` queues, the trial and the sweep deployments.
 
-    Returns the trial deployment's id.
+    `project_dir`: the folder workers start flow runs in, on every worker machine; training functions are
+    imported from there unless installed. The flows themselves come with prefect_hpo. Returns the trial
+    deployment's id.
     """
     ensure_work_pool(pool, queues)
     deploy_sweep_flow(project_dir, pool)

@@ -35,12 +35,22 @@ class SweepBusyError(StoreError):
     """Another live parent process is running this sweep; two drivers of one sweep are refused."""
 
 
+class ServerStartError(PrefectHPOError):
+    """Prefect's temporary server did not come up in time; says which setting gives it longer."""
+
+
 class TrialFunctionError(PrefectHPOError, TypeError):
     """The training function has a signature prefect_hpo cannot call."""
 
 
 class TooManyFailedTrials(PrefectHPOError):
     """More trials failed than `Budget.max_failed_trials` allows; the sweep stopped."""
+
+
+class TrialsFailAlike(TooManyFailedTrials):
+    """The first `Budget.fail_fast` trials of a run all failed with the same error (a typo in the
+    objective's metric, a training function that returns a string, a missing file): the sweep stopped
+    early instead of spending its budget on the same mistake. The message quotes the error."""
 
 
 class TrialStopped(PrefectHPOError):

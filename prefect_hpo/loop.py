@@ -4,107 +4,50 @@ Pure wiring of the narrow interfaces (strategy, store, executor, reporter); it
 knows nothing of Prefect. Each new trial is committed to the store before it is
 submitted, and each end is committed (by the executor) before the loop hears of
 it, so the loop's own counters are a cache of what the store already says.
+
+The store is any `LoopStore` (the dozen calls the loop makes), and the optional abilities of the
+parts are declared Protocols, checked once when the loop starts: a `PromotingScheduler` that
+promotes, a `MultiFidelityStrategy` that learns from rung scores, a `ResumableStrategy` that
+rebuilds itself from the store, an `AdoptingExecutor` whose trials outlive a dead parent.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import fsspec
 
-from prefect_hpo.budget import Budget, BudgetStatus, Usage
-from prefect_hpo.errors import StoreError, TooManyFailedTrials
-from prefect_hpo.executors.base import Executor, TrialHandle
-from prefect_hpo.objective import Objective
-from prefect_hpo.records import Config, Constraint, Outcome, TrialRecord, TrialState
-from prefect_hpo.schedulers.base import Scheduler
+from prefect_hpo.errors import PrefectHPOError, StoreError, StrategyError, TooManyFailedTrials
+from prefect_hpo.executors.base import AdoptingExecutor, Executor, TrialHandle
+from prefect_hpo.failures import FailFast
+from prefect_hpo.loop_budget import STOP_CHECK_POLL_S, UsageCounter, may_start, spent_reason, wake_in
+from prefect_hpo.loop_settings import LoopResult, LoopSettings, trial_spec
+from prefect_hpo.loop_store import LoopStore
+from prefect_hpo.records import Config, Outcome, TrialRecord, TrialState, interrupt_request
+from prefect_hpo.reporting.base import Reporter
+from prefect_hpo.schedulers.base import PromotingScheduler
 from prefect_hpo.space import config_hash
-from prefect_hpo.store.sql import SqlTrialStore
-from prefect_hpo.strategies.base import WAIT, MultiFidelityStrategy, ResumableStrategy, Strategy
-from prefect_hpo.trial import TrialSpec, checkpoint_path
+from prefect_hpo.strategies.base import Exhausted, MultiFidelityStrategy, ResumableStrategy, Strategy, Suggestion, Wait
+from prefect_hpo.trial import TrialSpec
 
 #: States whose configuration counts as already evaluated (or being evaluated).
-_EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.PAUSED)
-
-
-class Reporter(Protocol):
-    """Hears of the sweep's progress (terminal bar, logs, later artifacts)."""
-
-    def trial_started(self, trial: TrialRecord) -> None: ...
-
-    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None: ...
-
-    def sweep_ended(self, status: BudgetStatus, reason: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    sweep_id: int
-    sweep_name: str
-    objectives: tuple[Objective, ...]
-    budget: Budget
-    pass_trial: bool
-    scheduler: Scheduler | None = None
-    checkpoint_root: str | None = None
-    max_consecutive_duplicates: int = 20
-    max_retries: int = 2
-    #: Asked between events: a reason to stop the sweep now (a controller's stop() or time limit), or None.
-    stop_check: Callable[[], str | None] | None = None
-    #: Asked before a new configuration runs: False or a reason rejects it (PRUNED_INVALID).
-    constraint: Constraint | None = None
-    max_rejections_in_a_row: int = 20
-
-
-@dataclass(frozen=True)
-class LoopResult:
-    status: str  # "finished" | "failed"
-    reason: str
-
-
-class _Counter:
-    """The budget's usage, kept in memory between events and seeded from the store."""
-
-    def __init__(self, usage: Usage, started_at: float) -> None:
-        self.steps = usage.total_steps
-        self.started = usage.trials_started
-        self.finished = usage.trials_finished
-        self.failed = usage.trials_failed
-        self.compute = usage.compute_time
-        self.started_at = started_at
-
-    def status(self, budget: Budget, running: dict[int, TrialHandle]) -> BudgetStatus:
-        now = time.time()
-        in_flight = sum(now - h.started for h in running.values())
-        usage = Usage(
-            trials_started=self.started,
-            trials_finished=self.finished,
-            trials_failed=self.failed,
-            running=len(running),
-            elapsed=now - self.started_at,
-            compute_time=self.compute + in_flight,
-            total_steps=self.steps,
-        )
-        return BudgetStatus(budget, usage)
-
-    def ended(self, trial: TrialRecord, earlier_duration: float) -> None:
-        """Count one attempt's end; a paused trial is not finished, and its time so far counts once."""
-        self.finished += int(trial.state.is_finished)
-        self.failed += int(trial.state.is_failure)
-        self.compute += (trial.duration or 0.0) - earlier_duration
+_EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.PAUSED, TrialState.INTERRUPTED)
 
 
 def run_loop(
     strategy: Strategy,
-    store: SqlTrialStore,
+    store: LoopStore,
     executor: Executor,
     settings: LoopSettings,
     reporter: Reporter,
     clock: Callable[[], float] = time.time,
 ) -> LoopResult:
-    """Run the sweep until its budget or its space is spent; returns how it ended."""
+    """Run the sweep until its budget or its space is spent; returns how it ended.
+
+    `clock` is the time the budget's limits are measured in (the executor's handles record their start
+    in the same time)."""
     return _SweepLoop(strategy, store, executor, settings, reporter, clock).run()
 
 
@@ -114,7 +57,7 @@ class _SweepLoop:
     def __init__(
         self,
         strategy: Strategy,
-        store: SqlTrialStore,
+        store: LoopStore,
         executor: Executor,
         settings: LoopSettings,
         reporter: Reporter,
@@ -122,7 +65,7 @@ class _SweepLoop:
     ) -> None:
         self.strategy, self.store, self.executor = strategy, store, executor
         self.settings, self.reporter = settings, reporter
-        self.sid, self.budget = settings.sweep_id, settings.budget
+        self.sid, self.budget = settings.sweep_id, settings.options.budget
         stored = store.trials(self.sid)
         # Configurations this sweep has stored: only these need a look in the store for a duplicate (this
         # loop holds the sweep's lease, so no one else adds any); a query per proposal cost ~4% of the
@@ -134,40 +77,51 @@ class _SweepLoop:
             for past in stored:
                 if past.state.is_finished:
                     strategy.tell(past)
-        self.counter = _Counter(store.usage(self.sid), started_at=clock())
+        self.counter = UsageCounter(store.usage(self.sid), started_at=clock(), clock=clock)
         self.running: dict[int, TrialHandle] = {}
         self.number = store.next_number(self.sid)
+        #: trials an interrupt (or the parent's death) stopped in an earlier run: they run again (new attempts)
+        #: before new ones; read when the run starts (`_reconcile_orphans`)
+        self.interrupted: list[TrialRecord] = []
         self.started_in_this_run = 0
         self.exhausted: str | None = None
         self.duplicates_in_a_row = 0
         self.rejections_in_a_row = 0
         self.rungs_seen = 0
-        self.learns_rungs = isinstance(strategy, MultiFidelityStrategy)
+        # the parts' optional abilities, looked up once (a Protocol check costs ~50 us)
+        self.rung_learner = strategy if isinstance(strategy, MultiFidelityStrategy) else None
         scheduler = settings.scheduler
-        self.promoter = scheduler if getattr(scheduler, "promotes", False) else None
+        self.promoter = scheduler if isinstance(scheduler, PromotingScheduler) and scheduler.promotes else None
+        self.adopter = executor if isinstance(executor, AdoptingExecutor) else None
+        self.fail_fast = FailFast(self.budget.fail_fast)  # counts this run's ends only
 
     def run(self) -> LoopResult:
         self._reconcile_orphans()
         while True:
             if self.budget.max_total_steps is not None:
                 self.counter.steps = self.store.total_steps(self.sid)  # trials report steps to the store
+            if self.settings.interrupted is not None and (signal_name := self.settings.interrupted()):
+                return self._interrupt(signal_name)
+            if self.fail_fast.tripped:  # before the budget: the error it names is the news
+                return self._stop(self.fail_fast.reason, self.fail_fast.error(self.settings.sweep_name))
             status = self.counter.status(self.budget, self.running)
             stop = status.stop_reason()
-            if stop is None and self.settings.stop_check is not None:
-                stop = self.settings.stop_check()
+            if stop is None and self.settings.options.stop_check is not None:
+                stop = self.settings.options.stop_check()
             if stop is not None:
                 return self._stop(stop)
             self._tell_rungs()
-            while len(self.running) < self.budget.max_concurrent and self._promote():
+            while len(self.running) < self.budget.max_concurrent and (self._resume_interrupted() or self._promote()):
                 pass
             self._start_new_trials()
             if not self.running:
-                reason = self.exhausted or _spent_reason(self.budget, self.counter, self.started_in_this_run)
+                reason = self.exhausted or spent_reason(self.budget, self.counter, self.started_in_this_run)
                 self._leave_paused(f"paused at a rung and not promoted before the sweep ended ({reason})")
                 self.reporter.sweep_ended(self.counter.status(self.budget, self.running), reason)
                 return LoopResult("finished", reason)
-            wake = _wake_in(status)
-            if self.settings.stop_check is not None:
+            # counted with the trials just started: compute time runs N times as fast with N of them
+            wake = wake_in(self.counter.status(self.budget, self.running))
+            if self.settings.options.stop_check is not None or self.settings.interrupted is not None:
                 wake = STOP_CHECK_POLL_S if wake is None else min(wake, STOP_CHECK_POLL_S)
             for handle in self.executor.wait_any(list(self.running.values()), timeout=wake):
                 self._settle(handle)
@@ -176,41 +130,47 @@ class _SweepLoop:
         """Trials left RUNNING by a parent that died (this loop holds the sweep now, so no one else runs them).
 
         An executor whose trials outlive their parent (flow runs on a work pool) adopts them: it watches
-        the same attempt again, and its launch is idempotent. Elsewhere the trial died with its parent:
-        it is recorded FAIL_RECOVERABLE and runs again as a new attempt, up to max_retries. Trials left
-        FAIL_RECOVERABLE (recorded, then the run ended before it retried them) run again the same way.
+        the same attempt again, and its launch is idempotent. Elsewhere the trial died with its parent
+        (its worker process dies with the parent), and whatever its worker recorded before is kept: a
+        result the worker stored itself is the trial's end, not a trial to run again. One still RUNNING is
+        recorded INTERRUPTED, like a trial a Ctrl-C stopped: it runs again first, as a new attempt from its
+        last checkpoint, and the parent's death is not counted against `max_retries` (N deaths of the
+        parent never make a good trial FAIL). Trials left FAIL_RECOVERABLE (their worker died, recorded,
+        then the run ended before it retried them) run again up to max_retries, as they would have.
         """
         for orphan in self.store.trials(self.sid, [TrialState.RUNNING]):
-            if getattr(self.executor, "adopts_running", False):
-                self.running[orphan.number] = self.executor.submit(orphan, self._spec(orphan))
+            if self.adopter is not None:
+                self.running[orphan.number] = self.adopter.adopt(orphan, self._spec(orphan))
                 self.reporter.trial_started(orphan)
                 continue
-            lost = Outcome(
-                TrialState.FAIL_RECOVERABLE,
-                error="the sweep's parent process died while this trial ran; it runs again as a new attempt",
-            )
-            self._retry_or_give_up(self.store.finish_trial(orphan.id, lost))
+            cut_off = Outcome(TrialState.INTERRUPTED, reason=interrupt_request(PARENT_DIED))
+            self.store.end_attempt(orphan.id, orphan.attempt, cut_off)
+        self.interrupted = self.store.trials(self.sid, [TrialState.INTERRUPTED])
         # recoverable failures the previous run recorded but did not retry before it ended (its store failed)
         for failed in self.store.trials(self.sid, [TrialState.FAIL_RECOVERABLE]):
             self._retry_or_give_up(failed)
+        # count from the store as it is now: an interrupted attempt that runs again is neither finished
+        # nor failed (counted before it was retried, it showed as both in the end line, unlike result.budget)
+        self.counter = UsageCounter(
+            self.store.usage(self.sid), started_at=self.counter.started_at, clock=self.counter.clock
+        )
 
     def _retry_or_give_up(self, failed: TrialRecord) -> None:
         if not self._retry(failed):
-            final = self.store.give_up(failed.id, f"gave up after {failed.attempt} attempts: {failed.error}")
+            final = self.store.give_up(failed.id, _gave_up(failed))
             self.counter.ended(final, 0.0)
             self.strategy.tell(final)
             self.reporter.trial_ended(final, self.counter.status(self.budget, self.running))
 
-    def _stop(self, reason: str) -> LoopResult:
-        """Stop every running trial, leave the paused ones, and end (with an error after too many failures)."""
-        for handle in self.running.values():
-            self.executor.cancel(handle, f"sweep stopped: {reason}")
-        while self.running:
-            for handle in self.executor.wait_any(list(self.running.values()), timeout=None):
-                self._settle(handle)
+    def _stop(self, reason: str, error: PrefectHPOError | None = None) -> LoopResult:
+        """Stop every running trial, leave the paused ones, and end: with `error` when given, or an error
+        after too many failures."""
+        self._end_running(f"sweep stopped: {reason}")
         self._leave_paused(f"paused when the sweep stopped: {reason}")
         status = self.counter.status(self.budget, self.running)
         self.reporter.sweep_ended(status, reason)
+        if error is not None:
+            raise error
         if status.too_many_failures:
             raise TooManyFailedTrials(
                 f"sweep {self.settings.sweep_name!r} stopped: {reason}; look at the failed trials' errors "
@@ -218,27 +178,54 @@ class _SweepLoop:
             )
         return LoopResult("finished", reason)
 
+    def _end_running(self, request: str) -> None:
+        """Ask every running trial to stop with `request` and settle each as it ends."""
+        for handle in self.running.values():
+            self.executor.cancel(handle, request)
+        while self.running:
+            for handle in self.executor.wait_any(list(self.running.values()), timeout=None):
+                self._settle(handle)
+
+    def _interrupt(self, signal_name: str) -> LoopResult:
+        """End every running trial INTERRUPTED (resumable; no retry counted) and leave paused ones paused.
+
+        The strategy is told nothing of them: they have no result, and the next run asks them again."""
+        self._end_running(interrupt_request(signal_name))
+        reason = f"interrupted by {signal_name}"
+        self.reporter.sweep_ended(self.counter.status(self.budget, self.running), reason)
+        return LoopResult("interrupted", reason)
+
+    def _resume_interrupted(self) -> bool:
+        """Run the next trial an interrupt stopped in an earlier run again, if any (from its checkpoint)."""
+        if not self.interrupted:
+            return False
+        record = self.store.resume_trial(self.interrupted.pop(0).id)
+        self.running[record.number] = self.executor.submit(record, self._spec(record))
+        self.reporter.trial_started(record)
+        return True
+
     def _start_new_trials(self) -> None:
         """Fill free slots with new configurations while the budget and the space allow."""
         while (
             self.exhausted is None
             and len(self.running) < self.budget.max_concurrent
-            and _may_start(self.budget, self.counter, self.started_in_this_run)
+            and may_start(self.budget, self.counter, self.started_in_this_run)
         ):
-            config = self.strategy.ask()
-            if config is WAIT:
+            answer = self.strategy.ask()
+            if isinstance(answer, Wait):
                 return  # nothing to propose until a running trial ends
-            if config is None:
-                self.exhausted = getattr(self.strategy, "exhausted_reason", "search space exhausted")
+            if answer is None or isinstance(answer, Exhausted):
+                self.exhausted = (answer or Exhausted()).reason
                 return
-            assert isinstance(config, dict)
+            suggestion = self._suggestion(answer)
+            config = suggestion.config
             if self._rejected(config):
                 if self.exhausted is not None:
                     return
                 continue
             key = config_hash(config)
-            if getattr(self.strategy, "repeats_configs", False):  # PBT: members go on with their configuration
-                self._start(config, key, getattr(self.strategy, "last_lineage", None))
+            if suggestion.may_repeat:  # PBT: members go on with their configuration
+                self._start(suggestion, key)
                 continue
             in_flight = any(h.record.config_hash == key for h in self.running.values())
             seen = None
@@ -254,24 +241,58 @@ class _SweepLoop:
                 self._record_duplicate(config, key, seen)
                 continue
             self.duplicates_in_a_row = 0
-            self._start(config, key, None)
+            self._start(suggestion, key)
 
-    def _create_trial(self, *args: Any, **kwargs: Any) -> TrialRecord:
-        """`store.create_trial`, remembering the configuration as stored."""
-        record = self.store.create_trial(*args, **kwargs)
+    def _suggestion(self, answer: object) -> Suggestion:
+        """A proposal as a `Suggestion` (a bare configuration is a plain one); anything else is refused."""
+        if isinstance(answer, Suggestion):
+            return answer
+        if isinstance(answer, dict):
+            return Suggestion(answer)
+        raise StrategyError(
+            f"strategy {type(self.strategy).__name__}.ask() returned {answer!r}; return a Suggestion(config), "
+            "a configuration (dict), WAIT (nothing now) or None (nothing more)"
+        )
+
+    def _create_trial(
+        self,
+        config: Config,
+        key: str,
+        state: TrialState,
+        *,
+        bracket: int = 0,
+        lineage: Mapping[str, Any] | None = None,
+        values: tuple[float, ...] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        reason: str | None = None,
+        duplicate_of: int | None = None,
+    ) -> TrialRecord:
+        """Store the next trial number, remembering the configuration as stored."""
+        record = self.store.create_trial(
+            self.sid,
+            self.number,
+            config,
+            key,
+            state,
+            values=values,
+            metrics=metrics,
+            reason=reason,
+            duplicate_of=duplicate_of,
+            bracket=bracket,
+            lineage=lineage,
+        )
+        self.number += 1
         self.stored_keys.add(record.config_hash)
         return record
 
-    def _start(self, config: Config, key: str, lineage: dict[str, Any] | None) -> None:
-        """Record a new trial RUNNING and submit it (from its parent's checkpoint, when it has a lineage)."""
+    def _start(self, suggestion: Suggestion, key: str) -> None:
+        """Record a new trial RUNNING and submit it (from its parent's checkpoint, when it has one)."""
         scheduler = self.settings.scheduler
         bracket = scheduler.bracket_for(self.number) if scheduler else 0
-        record = self._create_trial(
-            self.sid, self.number, config, key, TrialState.RUNNING, bracket=bracket, lineage=lineage
-        )
-        self.number += 1
-        if lineage is not None and lineage.get("parent") is not None:
-            self._inherit_checkpoint(int(lineage["parent"]), record.number)
+        lineage = suggestion.stored_lineage()
+        record = self._create_trial(suggestion.config, key, TrialState.RUNNING, bracket=bracket, lineage=lineage)
+        if suggestion.parent is not None:
+            self._inherit_checkpoint(suggestion.parent, record.number)
         self.running[record.number] = self.executor.submit(record, self._spec(record))
         self.counter.started += 1
         self.started_in_this_run += 1
@@ -279,11 +300,10 @@ class _SweepLoop:
 
     def _inherit_checkpoint(self, parent: int, child: int) -> None:
         """Copy the parent trial's checkpoint folder to the child's (PBT: exploit, or a member going on)."""
-        root = self.settings.checkpoint_root
-        if not root:
+        layout = self.settings.checkpoints
+        if layout is None:
             return
-        source = checkpoint_path(root, self.settings.sweep_name, parent)
-        target = checkpoint_path(root, self.settings.sweep_name, child)
+        source, target = layout.path(parent), layout.path(child)
         fs, source_path = fsspec.core.url_to_fs(source)
         if fs.exists(source_path):
             _, target_path = fsspec.core.url_to_fs(target)
@@ -291,20 +311,17 @@ class _SweepLoop:
 
     def _rejected(self, config: Config) -> bool:
         """Ask the user's constraint; a rejected configuration is stored PRUNED_INVALID and told as failed."""
-        if self.settings.constraint is None:
+        if self.settings.options.constraint is None:
             return False
-        verdict = self.settings.constraint(config)
+        verdict = self.settings.options.constraint(config)
         if verdict is True or verdict is None:
             self.rejections_in_a_row = 0
             return False
         reason = verdict if isinstance(verdict, str) and verdict else "rejected by the constraint"
-        invalid = self._create_trial(
-            self.sid, self.number, config, config_hash(config), TrialState.PRUNED_INVALID, reason=reason
-        )
-        self.number += 1
+        invalid = self._create_trial(config, config_hash(config), TrialState.PRUNED_INVALID, reason=reason)
         self.strategy.tell(invalid)
         self.rejections_in_a_row += 1
-        if self.rejections_in_a_row >= self.settings.max_rejections_in_a_row:
+        if self.rejections_in_a_row >= self.settings.options.max_rejections_in_a_row:
             self.exhausted = (
                 f"the constraint rejected {self.rejections_in_a_row} configurations in a row; loosen the "
                 "constraint or narrow the search space to where it holds"
@@ -314,8 +331,6 @@ class _SweepLoop:
     def _record_duplicate(self, config: Config, key: str, seen: TrialRecord) -> None:
         """A repeated configuration is not run: its earlier result is reused and told again."""
         duplicate = self._create_trial(
-            self.sid,
-            self.number,
             config,
             key,
             TrialState.PRUNED_DUPLICATE,
@@ -324,13 +339,12 @@ class _SweepLoop:
             reason=f"same configuration as trial {seen.number}",
             duplicate_of=seen.number,
         )
-        self.number += 1
         self.strategy.tell(duplicate)
         self._count_duplicate()
 
     def _count_duplicate(self) -> None:
         self.duplicates_in_a_row += 1
-        if self.duplicates_in_a_row >= self.settings.max_consecutive_duplicates:
+        if self.duplicates_in_a_row >= self.settings.options.max_consecutive_duplicates:
             self.exhausted = (
                 f"search space exhausted: {self.duplicates_in_a_row} proposals in a row repeated "
                 "configurations already evaluated"
@@ -340,7 +354,7 @@ class _SweepLoop:
         """Resume the best promotable paused trial, if any (promotion-form schedulers)."""
         if self.promoter is None:
             return False
-        choice = self.promoter.next_promotion(self.store, self.sid)  # type: ignore[attr-defined]
+        choice = self.promoter.next_promotion(self.store, self.sid)
         if choice is None:
             return False
         record = self.store.resume_trial(self.store.trial(self.sid, choice[0]).id)
@@ -359,15 +373,17 @@ class _SweepLoop:
         if final.state == TrialState.FAIL_RECOVERABLE:
             if self._retry(final):
                 return
-            final = self.store.give_up(final.id, f"gave up after {final.attempt} attempts: {final.error}")
+            final = self.store.give_up(final.id, _gave_up(final))
         self.counter.ended(final, handle.record.duration or 0.0)
+        self.fail_fast.saw(final)
         if final.state.is_finished:
             self.strategy.tell(final)
         self.reporter.trial_ended(final, self.counter.status(self.budget, self.running))
 
     def _retry(self, trial: TrialRecord) -> bool:
-        """Run a recoverable failure (its worker died) again as a new attempt, up to max_retries times."""
-        if trial.attempt > self.settings.max_retries:
+        """Run a recoverable failure (its worker died) again as a new attempt, up to max_retries times
+        (failed attempts: those an interruption or the parent's death cut off are not counted)."""
+        if trial.failures > self.settings.options.max_retries:
             return False
         record = self.store.resume_trial(trial.id)
         self.running[record.number] = self.executor.submit(record, self._spec(record))
@@ -376,12 +392,12 @@ class _SweepLoop:
 
     def _tell_rungs(self) -> None:
         """Pass rung scores stored since the last look to a strategy that learns from them (BOHB)."""
-        if not self.learns_rungs:
+        if self.rung_learner is None:
             return
         for rung_id, trial_number, _bracket, level, score in self.store.rungs(self.sid, after_id=self.rungs_seen):
             handle = self.running.get(trial_number)
             config = handle.record.config if handle else self.store.trial(self.sid, trial_number).config
-            self.strategy.tell_rung(config, level, score)  # type: ignore[attr-defined]
+            self.rung_learner.tell_rung(config, level, score)
             self.rungs_seen = rung_id
 
     def _leave_paused(self, reason: str) -> None:
@@ -390,63 +406,18 @@ class _SweepLoop:
             self.reporter.trial_ended(left, self.counter.status(self.budget, self.running))
 
     def _spec(self, record: TrialRecord) -> TrialSpec:
-        """What the trial needs to run, wherever it runs."""
-        settings, budget = self.settings, self.budget
-        resume_step = record.last_step if record.attempt > 1 else None
-        max_steps = budget.max_steps
-        if record.lineage and "end_step" in record.lineage:  # PBT: from the parent's step, one interval on
-            if record.attempt == 1:
-                resume_step = int(record.lineage["start_step"]) or None
-            end = int(record.lineage["end_step"])
-            max_steps = end if max_steps is None else min(max_steps, end)
-        return TrialSpec(
-            trial_id=record.id,
-            number=record.number,
-            sweep_name=settings.sweep_name,
-            config=record.config,
-            objectives=settings.objectives,
-            max_steps=max_steps,
-            pass_trial=settings.pass_trial,
-            sweep_id=self.sid,
-            bracket=record.bracket,
-            scheduler=settings.scheduler,
-            min_steps=budget.min_steps,
-            attempt=record.attempt,
-            resume_step=resume_step,
-            checkpoint_root=settings.checkpoint_root,
-            max_total_steps=budget.max_total_steps,
-        )
+        return trial_spec(record, self.settings)
 
 
-def _may_start(budget: Budget, counter: _Counter, started_in_this_run: int) -> bool:
-    if budget.trials_per_run is not None and started_in_this_run >= budget.trials_per_run:
-        return False
-    return budget.max_trials is None or counter.started < budget.max_trials
+#: Why a trial the previous run's parent left RUNNING is INTERRUPTED (after "interrupted: ").
+PARENT_DIED = "the sweep's parent process died while this trial ran; it runs again as a new attempt"
 
 
-def _spent_reason(budget: Budget, counter: _Counter, started_in_this_run: int) -> str:
-    if budget.max_trials is not None and counter.started >= budget.max_trials:
-        return f"max_trials={budget.max_trials} reached"
-    if budget.trials_per_run is not None and started_in_this_run >= budget.trials_per_run:
-        return f"trials_per_run={budget.trials_per_run} started in this run"
-    return "budget spent"
+def _gave_up(trial: TrialRecord) -> str:
+    """Why a trial is FAIL after its last recoverable failure: the failed attempts, and the attempts in all
+    where others (interrupted, cut off by a parent's death) came between."""
+    runs = "" if trial.failures == trial.attempt else f" (of {trial.attempt} attempts)"
+    return f"gave up after {trial.failures} failed attempts{runs}: {trial.error}"
 
 
-#: How often the loop looks at the steps trials have reported, under a step budget.
-STEP_BUDGET_POLL_S = 0.2
-#: How often the loop asks its stop check (a controller) while no trial ends.
-STOP_CHECK_POLL_S = 0.25
-
-
-def _wake_in(status: BudgetStatus) -> float | None:
-    """How long the loop may sleep before a budget needs checking (None: until an event)."""
-    if status.budget.max_total_steps is not None:
-        return STEP_BUDGET_POLL_S
-    waits = [w for w in (status.left_time, status.left_compute_time) if w is not None]
-    if not waits:
-        return None
-    # compute time runs faster than wall time when several trials run at once
-    return max(0.05, min(waits) / max(1, status.usage.running))
-
-
-__all__ = ["LoopResult", "LoopSettings", "Reporter", "run_loop"]
+__all__ = ["LoopResult", "LoopSettings", "LoopStore", "run_loop"]

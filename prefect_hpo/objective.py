@@ -7,6 +7,7 @@ by the best value it reported at any step, as ClearML's objective signs do.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -98,11 +99,7 @@ def objective_values(
         if obj.metric in final:
             seen.append(final[obj.metric])
         if not seen:
-            produced = sorted(set(final) | set(history))
-            raise ObjectiveError(
-                f"the trial never produced objective metric {obj.metric!r} (it produced {produced}); "
-                f"return a dict with {obj.metric!r} or report it with trial.report(step, {obj.metric}=...)"
-            )
+            raise ObjectiveError(missing_metric_message(obj, final, history))
         if obj.uses_best_reported:
             finite = [v for v in seen if not math.isnan(v)]
             pick = min if obj.direction == "minimize" else max
@@ -110,6 +107,37 @@ def objective_values(
         else:
             values.append(final[obj.metric] if obj.metric in final else seen[-1])
     return tuple(values)
+
+
+def missing_metric_message(
+    objective: Objective, final: Mapping[str, float], history: Mapping[str, Sequence[float]]
+) -> str:
+    """Why a trial has no value for `objective`, with the fix first: most often the objective's metric
+    name has a typo, so a close match among the metrics the trial did produce is named."""
+    wanted = objective.metric
+    produced = sorted(set(final) | set(history))
+    if not produced:
+        return (
+            f"the training function returned None and reported no metrics, but the objective asks for {wanted!r}; "
+            f"return a dict with {wanted!r} (or a number), or report it with trial.report(step, {wanted}=...)"
+        )
+    source = "reported" if set(final) <= set(history) else "returned" if not history else "returned and reported"
+    head = f"the training function {source} metrics {produced} but the objective asks for {wanted!r}"
+    close = difflib.get_close_matches(wanted, produced, n=1, cutoff=0.6)
+    if close:
+        return (
+            f"{head}; did you mean {close[0]!r}? change objective={_written(objective)!r} to "
+            f"objective={_written(Objective(close[0], objective.mode))!r} (or return a dict with {wanted!r})"
+        )
+    return (
+        f"{head}; change the objective to one of the metrics {produced} "
+        f"(e.g. objective={_written(Objective(produced[0], objective.mode))!r}), or return a dict with {wanted!r}"
+    )
+
+
+def _written(objective: Objective) -> str:
+    """The short string form of an objective, as a user writes it: 'val_loss' or 'acc:max'."""
+    return objective.metric if objective.mode == "min" else f"{objective.metric}:{objective.mode}"
 
 
 def dominates(a: Sequence[float], b: Sequence[float], objectives: Sequence[Objective]) -> bool:

@@ -27,13 +27,16 @@ class TrialState(enum.StrEnum):
     FAIL_RECOVERABLE = "FAIL_RECOVERABLE"
     PRUNED_INVALID = "PRUNED_INVALID"
     PRUNED_DUPLICATE = "PRUNED_DUPLICATE"
+    #: stopped by a Ctrl-C / SIGTERM of the sweep (or a cancel in Prefect): not the trial's fault, so the
+    #: next run of the same sweep runs it again, from its last checkpoint, without counting a retry
+    INTERRUPTED = "INTERRUPTED"
     #: ablator's name for a trial its scheduler stopped: the same state as PRUNED (an alias).
     PRUNED_POOR_PERFORMANCE = "PRUNED"
 
     @property
     def is_finished(self) -> bool:
         """True for every state a trial does not leave by itself."""
-        return self not in (TrialState.WAITING, TrialState.RUNNING, TrialState.PAUSED)
+        return self not in (TrialState.WAITING, TrialState.RUNNING, TrialState.PAUSED, TrialState.INTERRUPTED)
 
     @property
     def is_failure(self) -> bool:
@@ -47,12 +50,34 @@ ALLOWED_TRANSITIONS: dict[TrialState, frozenset[TrialState]] = {
         {TrialState.RUNNING, TrialState.PRUNED_INVALID, TrialState.PRUNED_DUPLICATE, TrialState.FAIL}
     ),
     TrialState.RUNNING: frozenset(
-        {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL_RECOVERABLE, TrialState.PAUSED}
+        {
+            TrialState.COMPLETE,
+            TrialState.PRUNED,
+            TrialState.FAIL,
+            TrialState.FAIL_RECOVERABLE,
+            TrialState.PAUSED,
+            TrialState.INTERRUPTED,
+        }
     ),
     # promotion-form ASHA: a paused trial resumes (a new attempt) or is left behind at the end
     TrialState.PAUSED: frozenset({TrialState.RUNNING, TrialState.PRUNED}),
     TrialState.FAIL_RECOVERABLE: frozenset({TrialState.RUNNING, TrialState.FAIL}),
+    TrialState.INTERRUPTED: frozenset({TrialState.RUNNING}),
 }
+
+#: How a stop request says the sweep was interrupted (rather than the trial stopped by its scheduler): the
+#: request travels to the trial through the store's one reason column, wherever the trial runs.
+_INTERRUPT_MARK = "interrupted: "
+
+
+def interrupt_request(reason: str) -> str:
+    """The stop request that asks a running trial to end INTERRUPTED (resumable) rather than PRUNED."""
+    return _INTERRUPT_MARK + reason
+
+
+def is_interrupt_request(request: str | None) -> bool:
+    """True for a stop request made by `interrupt_request`."""
+    return request is not None and request.startswith(_INTERRUPT_MARK)
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,7 @@ class TrialRecord:
     config: Config
     config_hash: str
     state: TrialState
+    #: how many times the trial has run (or runs now), interrupted and failed attempts included
     attempt: int = 1
     values: tuple[float, ...] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -82,6 +108,9 @@ class TrialRecord:
     bracket: int = 0
     #: population-based training: member, generation, parent trial, steps, perturbation
     lineage: dict[str, Any] | None = None
+    #: the attempts that ended FAIL_RECOVERABLE (their process died, the store failed under them): what
+    #: `max_retries` limits. An attempt cut off by the sweep's interruption or its parent's death is none.
+    failures: int = 0
 
     @property
     def value(self) -> float | None:

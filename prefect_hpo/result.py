@@ -6,9 +6,10 @@ flows, or rebuilt at any time from the store with `load_result(name, storage)`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,14 @@ from typing import Any
 import pandas as pd
 
 from prefect_hpo.budget import Budget, BudgetStatus
+from prefect_hpo.checkpoint_layout import CheckpointLayout
 from prefect_hpo.errors import PrefectHPOError
 from prefect_hpo.objective import Objective, build_objectives, dominates
+from prefect_hpo.ranking import ranked
 from prefect_hpo.records import Config, Report, TrialRecord, TrialState
+from prefect_hpo.storage_refs import resolve
 from prefect_hpo.store.sql import SqlTrialStore
-from prefect_hpo.store.urls import mask_url, resolve_storage
+from prefect_hpo.store.urls import default_home, mask_url
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,10 @@ class SweepResult:
     stop_reason: str | None = None
     storage: str = field(default="", repr=False)
     reports: tuple[Report, ...] = field(default=(), repr=False)
+    #: the search space in its stored dict form (`SearchSpace.to_dict()`): which parameters are Int
+    space: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: where the trials' checkpoints live (None: the result was read without a checkpoint root)
+    checkpoints: CheckpointLayout | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         best = self.best_trial
@@ -44,19 +52,23 @@ class SweepResult:
 
     # ---- rankings ---------------------------------------------------------------
 
+    def ranked(self) -> list[TrialRecord]:
+        """Complete and early-stopped trials, best first by `prefect_hpo.ranking`'s rule: the first
+        objective's value at the highest step each reached, then the higher step, then the number."""
+        return ranked(self.records, self.objectives[0])
+
     def _ranked(self) -> list[TrialRecord]:
-        """Finished trials with finite values, best first, ties broken by trial number."""
-        first = self.objectives[0]
-        usable = [
+        """The COMPLETE trials with finite values of every objective, in the ranking's order."""
+        return [
             r
-            for r in self.records
+            for r in self.ranked()
             if r.state == TrialState.COMPLETE and r.values and all(math.isfinite(v) for v in r.values)
         ]
-        return sorted(usable, key=lambda r: (first.sort_key(r.value), r.number))
 
     @property
     def best_trial(self) -> TrialRecord | None:
-        """The best completed trial by the first objective (None if none completed)."""
+        """The best completed trial by the first objective (None if none completed): the first COMPLETE
+        trial of `ranked()`; a trial stopped early may rank ahead of it, but did not run to its end."""
         ranked = self._ranked()
         return ranked[0] if ranked else None
 
@@ -87,8 +99,9 @@ class SweepResult:
         return [r for r in self.records if r.state == state]
 
     def top(self, k: int = 5) -> pd.DataFrame:
-        """The k best completed trials as a table, best first."""
-        return self._frame(self._ranked()[:k])
+        """The k best trials as a table, best first, stopped ones included (`ranked()`'s order; `last_step`
+        says how far each got)."""
+        return self._frame(self.ranked()[:k])
 
     def pareto_front(self) -> pd.DataFrame:
         """The completed trials no other completed trial dominates, over all objectives."""
@@ -99,6 +112,16 @@ class SweepResult:
             if not any(dominates(o.values or (), r.values or (), self.objectives) for o in ranked if o is not r)
         ]
         return self._frame(front)
+
+    def checkpoint_path(self, number: int) -> str:
+        """Where trial `number` keeps its checkpoint: `<root>/<cleaned name>-<sweep uid>/trial-N` (a folder
+        or an fsspec URL; a sweep from before per-sweep folders keeps its first trials' in `<root>/<name>`)."""
+        if self.checkpoints is None:
+            raise PrefectHPOError(
+                f"sweep {self.name!r}: this result has no checkpoint location; read it with "
+                "load_result(name, storage, checkpoints=<the folder given to sweep()>)"
+            )
+        return self.checkpoints.path(number)
 
     # ---- tables and exports -------------------------------------------------------
 
@@ -123,7 +146,7 @@ class SweepResult:
         return self._frame(list(self.records))
 
     def _frame(self, records: Sequence[TrialRecord]) -> pd.DataFrame:
-        return trials_frame(records, self.objectives)
+        return trials_frame(records, self.objectives, self.space)
 
     def curves(self) -> pd.DataFrame:
         """Every trial's intermediate reports as a long table: number, state, step, one column per metric."""
@@ -161,14 +184,24 @@ class SweepResult:
         frame = self.trials
         # Parquet needs one type per column; parameters may mix types across trials.
         for column in frame.columns:
-            if column.startswith("params_") and frame[column].map(type).nunique() > 1:
+            if column.startswith("params_") and frame[column].dropna().map(type).nunique() > 1:
                 frame[column] = frame[column].map(lambda v: None if v is None else str(v))
-        frame.to_parquet(out, index=False)
+        try:
+            frame.to_parquet(out, index=False)
+        except ImportError:  # pandas found no Parquet engine: pyarrow is an extra, not a dependency
+            raise PrefectHPOError(
+                "to_parquet needs pyarrow: pip install 'prefect-hpo[parquet]' (or use to_csv, which needs nothing)"
+            ) from None
         return out
 
 
-def trials_frame(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> pd.DataFrame:
-    """Records as a DataFrame: number, state, one column per objective, params_*, timings, errors."""
+def trials_frame(
+    records: Sequence[TrialRecord], objectives: Sequence[Objective], space: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """Records as a DataFrame: number, state, one column per objective, params_*, timings, errors.
+
+    The columns of `space`'s Int parameters, last_step and duplicate_of hold pandas' nullable integers
+    ("Int64"): a conditional Int, absent from some trials, would otherwise come out as floats (3.0)."""
     param_names: list[str] = []
     for r in records:
         for name in r.config:
@@ -197,11 +230,23 @@ def trials_frame(records: Sequence[TrialRecord], objectives: Sequence[Objective]
     columns = ["number", "state", *[o.metric for o in objectives], *[f"params_{n}" for n in param_names]]
     columns += ["last_step", "duration", "started_at", "finished_at", "attempt", "error", "reason"]
     columns += ["duplicate_of", "worker", "task_run_id"]
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in ["last_step", "duplicate_of", *[f"params_{n}" for n in _int_params(space or {})]]:
+        if column in frame.columns:
+            with contextlib.suppress(TypeError, ValueError):  # a value that is not a whole number: left as it is
+                frame[column] = frame[column].astype("Int64")
+    return frame
 
 
-def result_from_store(store: SqlTrialStore, sweep_id: int, stop_reason: str | None = None) -> SweepResult:
-    """Snapshot one sweep of an open store."""
+def _int_params(space: Mapping[str, Any]) -> list[str]:
+    """The names of the Int parameters of a space in its stored dict form."""
+    return [name for name, entry in space.items() if isinstance(entry, Mapping) and entry.get("type") == "int"]
+
+
+def result_from_store(
+    store: SqlTrialStore, sweep_id: int, stop_reason: str | None = None, *, checkpoint_root: str | None = None
+) -> SweepResult:
+    """Snapshot one sweep of an open store (with its checkpoint folders under `checkpoint_root`, if given)."""
     row = store.sweep(sweep_id)
     budget = Budget.from_dict(row["budget"])
     return SweepResult(
@@ -212,14 +257,19 @@ def result_from_store(store: SqlTrialStore, sweep_id: int, stop_reason: str | No
         stop_reason=stop_reason if stop_reason is not None else row["stop_reason"],
         storage=store.url,
         reports=tuple(store.reports(sweep_id)),
+        space=row["space"] or {},
+        checkpoints=CheckpointLayout.of_sweep(checkpoint_root, row) if checkpoint_root else None,
     )
 
 
-def load_result(name: str, storage: str | None = None) -> SweepResult:
-    """The current state of sweep `name` in `storage` (default: the prefect_hpo home's SQLite file)."""
-    store = SqlTrialStore(resolve_storage(storage))
+def load_result(name: str, storage: str | None = None, checkpoints: str | None = None) -> SweepResult:
+    """The current state of sweep `name` in `storage`, named as `sweep()` takes it (a URL, a SQLite path,
+    "env:NAME" or "block:NAME"; default: the prefect_hpo home's SQLite file). `checkpoints`: the folder
+    given to `sweep()`, for `checkpoint_path` (default: sweep()'s, ~/.prefect_hpo/checkpoints)."""
+    store = SqlTrialStore(resolve(storage))
     try:
-        return result_from_store(store, store.sweep_id(name))
+        root = checkpoints or str(default_home() / "checkpoints")
+        return result_from_store(store, store.sweep_id(name), checkpoint_root=root)
     except PrefectHPOError:
         raise
     finally:

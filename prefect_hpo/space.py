@@ -12,20 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
-
+from prefect_hpo.arguments import is_integer, is_number
 from prefect_hpo.errors import SearchSpaceError
 from prefect_hpo.records import Config
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+# Optuna is imported only where a space meets it (`distributions`): a user's script that builds its space
+# at its top is loaded by the fork server too (executors/main_script.py), and importing Optuna there
+# (0.7 s of CPU here) held back every worker's first trial.
 
 _PRIMITIVES = (type(None), bool, int, float, str)
 _STEP_TOLERANCE = 1e-9
@@ -70,7 +71,7 @@ class Int:
     def validate(self, name: str) -> None:
         for field_name in ("low", "high", "step"):
             value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_integer(value):
                 raise SearchSpaceError(
                     f"parameter {name!r}: Int.{field_name} must be an integer, got {value!r}; "
                     "use Float for real-valued ranges"
@@ -119,7 +120,7 @@ Param = Float | Int | Categorical | Fixed
 def _check_range(name: str, low: float, high: float, log: bool, step: float | None) -> None:
     kind = "Int" if isinstance(low, int) and isinstance(high, int) else "Float"
     for field_name, value in (("low", low), ("high", high)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if not is_number(value) or not math.isfinite(value):
             raise SearchSpaceError(f"parameter {name!r}: {kind}.{field_name} must be a finite number, got {value!r}")
     if low >= high:
         raise SearchSpaceError(
@@ -130,7 +131,7 @@ def _check_range(name: str, low: float, high: float, log: bool, step: float | No
             f"parameter {name!r}: a log scale needs low > 0 (got low={low}); raise low above zero or set log=False"
         )
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, int | float) or step <= 0:
+        if not is_number(step) or step <= 0:
             raise SearchSpaceError(f"parameter {name!r}: step must be a positive number, got {step!r}")
         if log and kind == "Float":
             raise SearchSpaceError(f"parameter {name!r}: Float cannot have both log=True and a step; drop one")
@@ -297,6 +298,8 @@ class SearchSpace:
 
     def distributions(self, config: Config) -> dict[str, BaseDistribution]:
         """Optuna distributions of the searched parameters present in `config`."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
         out: dict[str, BaseDistribution] = {}
         for name, p in self.params.items():
             if name not in config or isinstance(p, Fixed):
@@ -417,7 +420,8 @@ _TYPES: dict[str, type] = {"float": Float, "int": Int, "categorical": Categorica
 def _param_from_value(name: str, value: Any) -> Param:
     if isinstance(value, Float | Int | Categorical | Fixed):
         return value
-    if isinstance(value, optuna.distributions.BaseDistribution):
+    distributions = sys.modules.get("optuna.distributions")  # not imported: `value` cannot be one
+    if distributions is not None and isinstance(value, distributions.BaseDistribution):
         raise SearchSpaceError(f"parameter {name!r}: give Float/Int/Categorical, not an Optuna distribution")
     if isinstance(value, Mapping):
         kind = value.get("type")

@@ -1,9 +1,8 @@
-"""The running trial: the handle the training function reports through, and the code that runs it.
+"""The running trial as the training function sees it: the `trial` handle it reports through.
 
-`run_training` is what every executor calls, in a thread or in a worker process:
-it calls `train(config, trial)`, turns whatever happens (a value, a dict, an
-exception, a stop, NaN) into an `Outcome`, and never raises. The parent side
-records that outcome in the store.
+`Trial` is what `train(config, trial)` receives; `TrialSpec` is everything a trial needs to run, in plain
+data that crosses process boundaries. The code that runs a training function and turns how it ended
+into an `Outcome` is `prefect_hpo.training`.
 """
 
 from __future__ import annotations
@@ -11,19 +10,17 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-import os
-import socket
-import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
-from prefect_hpo.errors import ObjectiveError, StoreError, TrialFunctionError, TrialPaused, TrialStopped
-from prefect_hpo.objective import Objective, objective_values
-from prefect_hpo.records import Config, Outcome, TrialState
-from prefect_hpo.schedulers.base import Action, ReportEvent, Scheduler, SchedulerStore
+from prefect_hpo.errors import TrialFunctionError, TrialPaused, TrialStopped
+from prefect_hpo.objective import Objective
+from prefect_hpo.records import Config
+from prefect_hpo.schedulers.base import Action, ReportEvent, Scheduler, SchedulerStore, scheduler_clock
+from prefect_hpo.trial_result import TOO_LARGE, shown_number
 
 TrainFn = Callable[..., Any]
 
@@ -59,19 +56,20 @@ class TrialSpec:
     min_steps: int | None = None
     attempt: int = 1
     resume_step: int | None = None
-    checkpoint_root: str | None = None
+    #: this trial's checkpoint folder (a local folder or an fsspec URL), from the sweep's recorded layout
+    checkpoint_path: str | None = None
     max_total_steps: int | None = None
 
-    @property
+    @cached_property  # asked at every report; the Protocol check behind it costs ~50 us
     def time_attr(self) -> str | None:
         """The reported metric the scheduler reads as its clock (None: the report's step)."""
-        return getattr(self.scheduler, "time_attr", None)
+        return scheduler_clock(self.scheduler)
 
     @property
     def step_limit(self) -> int | None:
         """The step at which the trial is complete: the smaller of budget.max_steps and the scheduler's
         max_t (when the scheduler's clock is the step)."""
-        max_t = None if self.time_attr else getattr(self.scheduler, "max_t", None)
+        max_t = None if self.time_attr or self.scheduler is None else self.scheduler.max_t
         limits = [v for v in (self.max_steps, max_t) if v is not None]
         return min(limits) if limits else None
 
@@ -92,6 +90,9 @@ class Trial:
         self.last_step: int | None = spec.resume_step
         self._best_score = math.nan
         self._last_clock: float | None = spec.resume_step if spec.time_attr is None else None
+        #: the step of this attempt's last report: steps must increase within an attempt (a retried trial
+        #: whose training function starts over without a checkpoint reports its first steps again)
+        self._reported_step: int | None = None
 
     @property
     def number(self) -> int:
@@ -118,9 +119,9 @@ class Trial:
     @property
     def checkpoint_path(self) -> str:
         """Where this trial's checkpoint lives: a local folder or an fsspec URL (never the database)."""
-        if not self._spec.checkpoint_root:
+        if not self._spec.checkpoint_path:
             raise TrialStopped("this sweep has no checkpoint location; pass checkpoints=... to sweep()")
-        return checkpoint_path(self._spec.checkpoint_root, self._spec.sweep_name, self._spec.number)
+        return self._spec.checkpoint_path
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -153,36 +154,28 @@ class Trial:
             return cloudpickle.load(f)
 
     def report(self, step: int, **metrics: float) -> None:
-        """Record metrics at `step` (an epoch, an iteration); stops the trial if it must end."""
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-            raise TypeError(f"trial.report: step must be an integer, got {step!r}")
-        if not metrics:
-            raise TypeError("trial.report: give at least one metric, e.g. trial.report(epoch, val_loss=0.3)")
-        clean: dict[str, float] = {}
-        for name, value in metrics.items():
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"trial.report: metric {name!r} must be a number, got {value!r}")
-            clean[name] = float(value)
-            self.history.setdefault(name, []).append(float(value))
-        self.last_metrics.update(clean)
-        self.last_step = int(step)
-        score = self._score(clean)
-        stop = self._sink.add_report(self._spec.trial_id, int(step), clean, sweep_id=self._spec.sweep_id, score=score)
+        """Record metrics at `step` (an epoch, an iteration); stops the trial if it must end.
+
+        Steps start at 0 or more and increase from one report to the next: schedulers compare trials at
+        the same step, and budgets count the last. A step that does not (a loop variable reset, a
+        repeated call) fails the trial with a ValueError that names both steps.
+        """
+        step, values = _checked_report(step, metrics, self._reported_step)
+        for name, value in values.items():
+            self.history.setdefault(name, []).append(value)
+        self.last_metrics.update(values)
+        self.last_step = self._reported_step = step
+        score = self._score(values)
+        stop = self._sink.add_report(self._spec.trial_id, step, values, sweep_id=self._spec.sweep_id, score=score)
         if stop is not None:
             raise TrialStopped(stop)
-        clock = float(step) if self._spec.time_attr is None else clean.get(self._spec.time_attr)
+        clock = float(step) if self._spec.time_attr is None else values.get(self._spec.time_attr)
         if score is not None and self._spec.scheduler is not None and clock is not None:
             self._ask_scheduler(clock, score, self._last_clock)
             self._last_clock = clock
-        limit = self._spec.step_limit
-        if limit is not None and step >= limit:
-            raise TrialStopped(f"reached max_steps={limit}")
-        max_t = getattr(self._spec.scheduler, "max_t", None)
-        if self._spec.time_attr and max_t is not None and clock is not None and clock >= max_t:
-            raise TrialStopped(f"reached max_steps: {self._spec.time_attr}={clock:g} >= max_t={max_t}")
-        budget = self._spec.max_total_steps
-        if budget is not None and self._sink.total_steps(self._spec.sweep_id) >= budget:
-            raise TrialStopped(f"sweep stopped: max_total_steps={budget} reached")
+        reached = self._limit_reached(step, clock)
+        if reached is not None:
+            raise TrialStopped(reached)
 
     def _score(self, metrics: Mapping[str, float]) -> float | None:
         """The first objective at this report in 'lower is better' form (best so far for *_global)."""
@@ -222,6 +215,47 @@ class Trial:
             return True
         return self._sink.stop_request(self._spec.trial_id) is not None
 
+    def _limit_reached(self, step: int, clock: float | None) -> str | None:
+        """Why the trial is complete after its report at `step` (the scheduler's clock at `clock`), or None:
+        its last step, the scheduler's max_t on a reported clock, the sweep's max_total_steps."""
+        limit = self._spec.step_limit
+        if limit is not None and step >= limit:
+            return f"reached max_steps={limit}"
+        max_t = None if self._spec.scheduler is None else self._spec.scheduler.max_t
+        if self._spec.time_attr and max_t is not None and clock is not None and clock >= max_t:
+            return f"reached max_steps: {self._spec.time_attr}={clock:g} >= max_t={max_t}"
+        budget = self._spec.max_total_steps
+        if budget is not None and self._sink.total_steps(self._spec.sweep_id) >= budget:
+            return f"sweep stopped: max_total_steps={budget} reached"
+        return None
+
+
+def _checked_report(step: Any, metrics: Mapping[str, Any], previous: int | None) -> tuple[int, dict[str, float]]:
+    """A report's step and metrics as the store keeps them (an int; floats), or the error that names what is
+    wrong and the fix: a step that is no integer or does not increase, no metric, a metric that is no number."""
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"trial.report: step must be an integer, got {step!r}")
+    _check_step(int(step), previous)
+    if not metrics:
+        raise TypeError("trial.report: give at least one metric, e.g. trial.report(epoch, val_loss=0.3)")
+    values: dict[str, float] = {}
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"trial.report: metric {name!r} must be a number, got {value!r}")
+        try:
+            values[name] = float(value)
+        except OverflowError:
+            raise ValueError(f"trial.report: metric {name!r} is {shown_number(value)}, {TOO_LARGE}") from None
+    return int(step), values
+
+
+def _check_step(step: int, previous: int | None) -> None:
+    rule = "each report's step must be greater than the one before (count epochs or iterations from 0 or 1)"
+    if step < 0:
+        raise ValueError(f"trial.report: step {step} is negative; {rule}")
+    if previous is not None and step <= previous:
+        raise ValueError(f"trial.report: step {step} is not greater than the previous step {previous}; {rule}")
+
 
 def wants_trial(train: TrainFn) -> bool:
     """Whether `train` takes the trial handle: `train(config, trial)` or `train(config)`."""
@@ -246,97 +280,4 @@ def wants_trial(train: TrainFn) -> bool:
     raise TrialFunctionError(
         f"training function {name}{sig} must take (config) or (config, trial); "
         "define it as `def train(config, trial): ...`"
-    )
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def checkpoint_path(root: str, sweep_name: str, number: int) -> str:
-    """Where trial `number` of a sweep keeps its checkpoint under `root` (a folder or an fsspec URL)."""
-    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in sweep_name)
-    return f"{root.rstrip('/')}/{name}/trial-{number}"
-
-
-def run_training(train: TrainFn, spec: TrialSpec, sink: ReportSink) -> Outcome:
-    """Run one trial to its end and describe how it ended; never raises."""
-    trial = Trial(spec, sink)
-    start = time.perf_counter()
-    stopped: str | None = None
-    try:
-        result = train(spec.config, trial) if spec.pass_trial else train(spec.config)
-    except TrialPaused as pause:
-        values = objective_values(spec.objectives, dict(trial.last_metrics), trial.history)
-        return Outcome(
-            state=TrialState.PAUSED,
-            values=values,
-            metrics=trial.last_metrics,
-            last_step=trial.last_step,
-            reason=pause.reason,
-            duration=time.perf_counter() - start,
-            worker=worker_id(),
-        )
-    except TrialStopped as stop:
-        stopped, result = stop.reason, None
-    except StoreError as exc:
-        # The store failed under trial.report (full, unreachable past its outage timeout): not the
-        # trial's fault, so it runs again once the store is back (if the store takes even this record;
-        # otherwise it stays RUNNING and the next run of the sweep reconciles it the same way).
-        return Outcome(
-            state=TrialState.FAIL_RECOVERABLE,
-            last_step=trial.last_step,
-            error=f"the trial store failed while the trial reported: {exc}",
-            duration=time.perf_counter() - start,
-            worker=worker_id(),
-        )
-    except Exception:  # noqa: BLE001 - any error of user code is recorded on the trial, not raised
-        return Outcome(
-            state=TrialState.FAIL,
-            metrics=trial.last_metrics,
-            last_step=trial.last_step,
-            error=traceback.format_exc(),
-            duration=time.perf_counter() - start,
-            worker=worker_id(),
-        )
-    duration = time.perf_counter() - start
-    base = {"last_step": trial.last_step, "duration": duration, "worker": worker_id()}
-    try:
-        final = dict(trial.last_metrics) if result is None else _result_metrics(result, spec.objectives)
-        values = objective_values(spec.objectives, final, trial.history)
-    except ObjectiveError as exc:
-        if stopped is not None and not trial.history:
-            return Outcome(state=TrialState.PRUNED, reason=stopped, **base)  # type: ignore[arg-type]
-        return Outcome(state=TrialState.FAIL, metrics=trial.last_metrics, error=str(exc), reason=stopped, **base)  # type: ignore[arg-type]
-    bad = [(o.metric, v) for o, v in zip(spec.objectives, values, strict=True) if not math.isfinite(v)]
-    if bad:
-        metric, value = bad[0]
-        error = f"objective {metric!r} is {value}, not a finite number"
-        return Outcome(state=TrialState.FAIL, values=values, metrics=final, error=error, reason=stopped, **base)  # type: ignore[arg-type]
-    if stopped is None or stopped.startswith("reached max_steps"):
-        return Outcome(state=TrialState.COMPLETE, values=values, metrics=final, reason=stopped, **base)  # type: ignore[arg-type]
-    return Outcome(state=TrialState.PRUNED, values=values, metrics=final, reason=stopped, **base)  # type: ignore[arg-type]
-
-
-def _result_metrics(result: Any, objectives: tuple[Objective, ...]) -> dict[str, float]:
-    """The metrics a training function returned: a bare number or a dict of numbers."""
-    if isinstance(result, numbers.Real) and not isinstance(result, bool):
-        if len(objectives) > 1:
-            raise ObjectiveError(
-                f"the trial returned a bare number, but there are {len(objectives)} objectives; "
-                f"return a dict with {[o.metric for o in objectives]}"
-            )
-        return {objectives[0].metric: float(result)}
-    if isinstance(result, Mapping):
-        out: dict[str, float] = {}
-        for key, value in result.items():
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ObjectiveError(
-                    f"the trial returned {key!r}: {value!r}, which is not a number; "
-                    "return only numbers in the result dict"
-                )
-            out[str(key)] = float(value)
-        return out
-    raise ObjectiveError(
-        f"the trial returned {type(result).__name__} {result!r:.80}; return a number or a dict of numbers"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,20 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_HPO_HOME", str(ROOT / ".prefect_test_home" / "hpo"))
 
+# Every process the suite starts carries this in its environment (children inherit it), so that the end of
+# the session can find any that outlived it: a server, a worker, a sweep's helper left running is a bug.
+SUITE_MARKER = "PREFECT_HPO_TEST_SUITE"
+os.environ.setdefault(SUITE_MARKER, uuid.uuid4().hex)
+# ... and the test that was running when it started, to say which test left it.
+TEST_MARKER = "PREFECT_HPO_TEST_NODE"
+
 PG_ADMIN_URL = os.environ.get("PREFECT_HPO_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True)
+def _mark_started_processes(request: pytest.FixtureRequest) -> None:
+    """Processes started from here on carry the running test's id (see TEST_MARKER)."""
+    os.environ[TEST_MARKER] = request.node.nodeid
 
 
 @pytest.fixture
@@ -111,3 +125,70 @@ def pytest_configure(config: pytest.Config) -> None:
             ["prefect_hpo.api", "prefect_hpo.executors.runners"]
         )
         multiprocessing.forkserver.ensure_running()
+
+
+@pytest.fixture(scope="session")
+def pg_password_url() -> Iterator[tuple[str, str]]:
+    """(URL, password) of a store reached as a PostgreSQL role that logs in with a password.
+
+    The role owns a schema of its own name, which PostgreSQL's default search_path ("$user") picks, so the
+    URL is the plain `postgresql+psycopg://role:password@host:port/db` a user writes. The password is
+    unique to the run, so that finding it anywhere can only mean it leaked there.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    tag = uuid.uuid4().hex[:10]
+    role, password = f"hpo_secret_{tag}", f"s3cretPW{tag}"
+    engine = pg_admin(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{role}" AUTHORIZATION "{role}"'))
+    url = make_url(PG_ADMIN_URL).set(username=role, password=password, query={})
+    try:
+        yield url.render_as_string(hide_password=False), password
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{role}" CASCADE'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        engine.dispose()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a process the suite started is still alive at its end (then stop it).
+
+    What ends with this process at its exit is stopped first, as it would be then: its temporary Prefect
+    server (in-process sweeps start one) and its fork server; multiprocessing's resource tracker, a child
+    that leaves when this process closes its end of the pipe, is not counted. Processes on their way out
+    get 15 s."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from prefect_hpo.head_start import _end_fork_server
+    from tests.processes import left_behind
+    from tests.servers import flush_to_server
+
+    if SubprocessASGIServer._instances:
+        flush_to_server()  # the logs and events still queued, while their server takes them
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()
+    _end_fork_server()
+    left = [
+        proc
+        for proc in left_behind(SUITE_MARKER, os.environ[SUITE_MARKER], within=15.0)
+        if not (proc.ppid() == os.getpid() and "multiprocessing.resource_tracker" in " ".join(proc.cmdline()))
+    ]
+    if not left:
+        return
+    lines = [f"  pid {p.pid} (from {_started_by(p)}): {' '.join(p.cmdline())[:200]}" for p in left]
+    session.config.get_terminal_writer().line(
+        "\nprocesses the test suite started are still running at its end (stopped now):\n" + "\n".join(lines), red=True
+    )
+    for proc in left:
+        with contextlib.suppress(Exception):
+            proc.kill()
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _started_by(proc: Any) -> str:
+    with contextlib.suppress(Exception):
+        return str(proc.environ().get(TEST_MARKER, "the session's start"))
+    return "?"

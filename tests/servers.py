@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,13 +25,34 @@ def free_port() -> int:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it does not exit within 20 s."""
-    proc.terminate()
+    """SIGTERM, then SIGKILL if it does not exit within 20 s; a process started in a session of its own
+    (`start_new_session=True`, as the servers here are) is stopped with its whole process group, so that
+    what it started (`prefect server start` runs its API server as a child) ends with it."""
+    group = _own_group(proc)
+    _signal(proc, group, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _signal(proc, group, signal.SIGKILL)
         proc.wait(timeout=10)
+    if group is not None:  # the children, if the leader left before them
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _own_group(proc: subprocess.Popen[bytes]) -> int | None:
+    try:
+        return proc.pid if os.getpgid(proc.pid) == proc.pid else None
+    except ProcessLookupError:
+        return None
+
+
+def _signal(proc: subprocess.Popen[bytes], group: int | None, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        if group is not None:
+            os.killpg(group, signum)
+        else:
+            proc.send_signal(signum)
 
 
 @contextmanager
@@ -44,7 +67,11 @@ def start_prefect_server(home: Path, env: Mapping[str, str] = {}, ui: bool = Fal
     log_path = home / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=full, stdout=log, stderr=log
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=full,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # stopped with its process group (`stop`)
         )
         try:
             deadline = time.monotonic() + 120
@@ -89,3 +116,23 @@ def wait_final(client: Any, run_id: Any, within: float = 120) -> Any:
             return run
         time.sleep(0.2)
     raise AssertionError(f"flow run {run_id} did not end within {within}s")
+
+
+def wait_task_run_final(client: Any, task_run_id: Any, within: float = 120) -> Any:
+    """The task run once the server has recorded it in a final state (polling every 0.2 s).
+
+    Task runs reach the server as events, which it records in the background: right after a sweep, on a busy
+    machine, a task run the store names may not be readable yet."""
+    from prefect.exceptions import ObjectNotFound
+
+    flush_to_server()
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            run = client.read_task_run(task_run_id)
+        except ObjectNotFound:
+            run = None
+        if run is not None and run.state is not None and run.state.is_final():
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"task run {task_run_id} was not recorded in a final state within {within}s")

@@ -134,10 +134,12 @@ def test_an_optimization_keeps_the_top_k_checkpoints_only(tmp_path: Path) -> Non
     top = optimizer.get_top_experiments(3)
     values = [r.value for r in top]
     assert values == sorted(values, reverse=True) and values[0] == result.best_value  # "max": highest first
-    kept = sorted(p.name for p in (checkpoints / "from-clearml").iterdir())
+    [folder] = checkpoints.iterdir()  # the sweep's own folder
+    assert folder == Path(result.checkpoint_path(0)).parent
+    kept = sorted(p.name for p in folder.iterdir())
     assert kept == sorted(f"trial-{r.number}" for r in top)  # everyone else's files are gone
     for record in top:  # the set's parameters moved together into the trial's config
-        text = (checkpoints / "from-clearml" / f"trial-{record.number}" / "model.txt").read_text()
+        text = (Path(result.checkpoint_path(record.number)) / "model.txt").read_text()
         chosen = record.config["parameter_set_0"]
         assert text == f"{chosen['units']} {chosen['batch']}"
 

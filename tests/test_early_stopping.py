@@ -183,7 +183,7 @@ def test_bohb_proposes_from_the_largest_budget_with_enough_points() -> None:
     bohb = BohbStrategy(space, (Objective("loss"),), levels=(1, 3, 9), seed=0)
     assert bohb.model_level is None
     for _ in range(4):
-        config = bohb.ask()
+        config = bohb.ask().config
         assert config is not None
         bohb.tell_rung(config, 1, config["x"])
     assert bohb.model_level == 1
@@ -193,7 +193,7 @@ def test_bohb_proposes_from_the_largest_budget_with_enough_points() -> None:
     # the level-3 model knows x is best small: its proposals lean that way
     xs = []
     for _ in range(20):
-        config = bohb.ask()
+        config = bohb.ask().config
         assert config is not None
         xs.append(config["x"])
         bohb.tell_rung(config, 3, config["x"])

@@ -27,9 +27,33 @@ def test_returned_value_wins_over_reports_for_last_modes() -> None:
     assert objective_values([Objective("loss", "min_global")], {"loss": 0.1}, HISTORY) == (0.1,)
 
 
-def test_missing_metric_names_it() -> None:
-    with pytest.raises(ObjectiveError, match=r"never produced objective metric 'f1'.*'acc', 'loss'"):
+def test_missing_metric_names_it_and_what_the_trial_produced() -> None:
+    with pytest.raises(ObjectiveError, match=r"reported metrics \['acc', 'loss'\] but the objective asks for 'f1'"):
         objective_values([Objective("f1", "max")], {}, HISTORY)
+
+
+def test_a_typo_in_the_objective_suggests_fixing_the_objective_first() -> None:
+    with pytest.raises(ObjectiveError) as caught:
+        objective_values([Objective("val_los")], {"val_loss": 0.3, "acc": 0.9}, {})
+    assert str(caught.value) == (
+        "the training function returned metrics ['acc', 'val_loss'] but the objective asks for 'val_los'; "
+        "did you mean 'val_loss'? change objective='val_los' to objective='val_loss' "
+        "(or return a dict with 'val_los')"
+    )
+
+
+def test_a_close_match_keeps_the_objective_mode() -> None:
+    with pytest.raises(
+        ObjectiveError,
+        match=r"did you mean 'accuracy'\? change objective='acuracy:max' to "
+        r"objective='accuracy:max'",
+    ):
+        objective_values([Objective("acuracy", "max")], {"accuracy": 0.9}, {"accuracy": [0.8]})
+
+
+def test_no_close_match_lists_the_metrics_to_choose_from() -> None:
+    with pytest.raises(ObjectiveError, match=r"change the objective to one of the metrics \['acc', 'f1'\]"):
+        objective_values([Objective("loss")], {"acc": 0.9, "f1": 0.5}, {})
 
 
 def test_global_ignores_nan_reports() -> None:

@@ -73,10 +73,11 @@ def test_trials_pause_resume_from_checkpoints_and_the_rest_are_left(
     for r in left:
         bracket, level, score = rung_of[r.number]
         assert not asha_keeps(score, store.rung_scores(r.sweep_id, bracket, level), 3)
-    # checkpoints live on the filesystem, one folder per trial
-    assert sorted(p.name for p in (tmp_path / "ckpt" / "resumable").iterdir()) == sorted(
-        f"trial-{r.number}" for r in records
-    )
+    # checkpoints live on the filesystem, one folder per trial, in the sweep's own folder
+    [folder] = (tmp_path / "ckpt").iterdir()
+    assert folder.name == f"resumable-{store.sweep(records[0].sweep_id)['uid']}"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"trial-{r.number}" for r in records)
+    assert all(Path(result.checkpoint_path(r.number)).parent == folder for r in records)
     # each report is stored once per step: resumed attempts do not repeat steps
     steps = [(rep.number, rep.step) for rep in store.reports(records[0].sweep_id)]
     assert len(steps) == len(set(steps)) == sum(r.last_step or 0 for r in records)

@@ -293,7 +293,7 @@ def test_too_many_failures_stop_with_a_clear_error_and_keep_the_tracebacks(sqlit
             {"x": Float(0, 1)},
             "loss",
             "random",
-            Budget(max_trials=30, max_failed_trials=2),
+            Budget(max_trials=30, max_failed_trials=2, fail_fast=None),  # its failures differ only in x
             storage=sqlite_url,
             seed=0,
             workers="threads",
@@ -321,6 +321,30 @@ def test_nan_result_fails_the_trial_and_the_sweep_goes_on(sqlite_url: str) -> No
     assert TrialState.FAIL in states and TrialState.COMPLETE in states and len(states) == 10
     assert all("not a finite number" in (r.error or "") for r in result.records if r.state == TrialState.FAIL)
     assert result.best_value is not None and result.best_value >= 0.5
+
+
+def reports_a_step_twice_on_trial_1(config: Config, trial: Trial) -> float:
+    for step in (1, 2, 2) if trial.number == 1 else (1, 2, 3):
+        trial.report(step, loss=config["x"] + 1 / step)
+    return float(config["x"])
+
+
+@pytest.mark.parametrize("workers", ["processes", "threads"])
+def test_a_report_whose_step_does_not_increase_fails_that_trial_only(sqlite_url: str, workers: str) -> None:
+    result = sweep(
+        reports_a_step_twice_on_trial_1,
+        {"x": Float(0, 1)},
+        strategy="random",
+        budget=Budget(max_trials=4, max_concurrent=2),
+        storage=sqlite_url,
+        seed=3,
+        workers=workers,  # type: ignore[arg-type]
+    )
+    states = {r.number: r.state for r in result.records}
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.FAIL, 2: TrialState.COMPLETE, 3: TrialState.COMPLETE}
+    error = (result.records[1].error or "").strip().splitlines()[-1]
+    assert error.startswith("ValueError: trial.report: step 2 is not greater than the previous step 2"), error
+    assert [r.step for r in SqlTrialStore(sqlite_url).reports(result.records[1].sweep_id, 1)] == [1, 2]
 
 
 def test_trial_time_limit_and_max_steps(sqlite_url: str) -> None:
@@ -419,6 +443,7 @@ def test_reusing_a_name_continues_the_numbering(sqlite_url: str) -> None:
 @pytest.mark.parametrize("strategy", ["random", "tpe"])
 def test_a_seeded_sweep_is_reproducible_end_to_end(tmp_path: Path, strategy: str) -> None:
     def run(folder: str) -> list[Config]:
+        (tmp_path / folder).mkdir()
         result = sweep(
             quadratic,
             {"x": Float(0, 1), "k": Categorical(["a", "b", "c"])},
@@ -437,6 +462,7 @@ def test_a_seeded_sweep_is_reproducible_end_to_end(tmp_path: Path, strategy: str
 
 def test_a_seeded_random_sweep_continued_in_pieces_proposes_what_one_run_would(tmp_path: Path) -> None:
     def run(folder: str, pieces: list[int]) -> list[Config]:
+        (tmp_path / folder).mkdir()
         for max_trials in pieces:
             result = sweep(
                 quadratic,

@@ -1,9 +1,7 @@
-"""The trial runtime: every way a training function can end becomes the right Outcome."""
+"""The trial handle: what `trial.report` checks and stores, when it stops the trial, how a training
+function takes the handle."""
 
 from __future__ import annotations
-
-import math
-from typing import Any
 
 import pytest
 
@@ -11,74 +9,14 @@ from prefect_hpo.errors import TrialFunctionError
 from prefect_hpo.objective import Objective
 from prefect_hpo.records import TrialState
 from prefect_hpo.store import SqlTrialStore
-from prefect_hpo.trial import Trial, TrialSpec, run_training, wants_trial
+from prefect_hpo.training import run_training
+from prefect_hpo.trial import Trial, TrialSpec, wants_trial
+from tests.trial_runs import open_store_and_trial, run
 
 
 @pytest.fixture
 def store_and_trial(sqlite_url: str) -> tuple[SqlTrialStore, int]:
-    store = SqlTrialStore(sqlite_url)
-    sid = store.open_sweep("t", space={}, objectives=[], strategy="x", budget={})
-    rec = store.create_trial(sid, 0, {"x": 1}, "h")
-    return store, rec.id
-
-
-def spec(
-    trial_id: int, objectives: tuple[Objective, ...] = (Objective("loss"),), max_steps: int | None = None
-) -> TrialSpec:
-    return TrialSpec(trial_id, 0, "t", {"x": 1}, objectives, max_steps, True)
-
-
-def run(store_and_trial: tuple[SqlTrialStore, int], fn: Any, **kw: Any) -> Any:
-    store, tid = store_and_trial
-    return run_training(fn, spec(tid, **kw), store)
-
-
-def test_bare_number_and_dict(store_and_trial: tuple[SqlTrialStore, int]) -> None:
-    out = run(store_and_trial, lambda c, t: 0.25)
-    assert out.state == TrialState.COMPLETE and out.values == (0.25,)
-    out = run(store_and_trial, lambda c, t: {"loss": 1, "acc": 0.5})
-    assert out.values == (1.0,) and out.metrics == {"loss": 1.0, "acc": 0.5}
-
-
-def test_returning_nothing_uses_the_last_report(store_and_trial: tuple[SqlTrialStore, int]) -> None:
-    def train(config: dict, trial: Trial) -> None:
-        for step in range(3):
-            trial.report(step, loss=3.0 - step)
-
-    out = run(store_and_trial, train)
-    assert out.state == TrialState.COMPLETE and out.values == (1.0,) and out.last_step == 2
-    store, _ = store_and_trial
-    assert len(store.reports(1)) == 3
-
-
-@pytest.mark.parametrize(
-    ("result", "needle"),
-    [
-        ("good", "return a number or a dict of numbers"),
-        ({"loss": "low"}, "'loss': 'low', which is not a number"),
-        ({"acc": 0.9}, "never produced objective metric 'loss'"),
-        ([0.1], "return a number or a dict"),
-    ],
-)
-def test_bad_results_fail_with_a_reason(store_and_trial: tuple[SqlTrialStore, int], result: Any, needle: str) -> None:
-    out = run(store_and_trial, lambda c, t: result)
-    assert out.state == TrialState.FAIL and needle in (out.error or "")
-
-
-def test_nan_and_inf_objectives_fail(store_and_trial: tuple[SqlTrialStore, int]) -> None:
-    for bad in (math.nan, math.inf):
-        out = run(store_and_trial, lambda c, t, bad=bad: bad)
-        assert out.state == TrialState.FAIL and "not a finite number" in (out.error or "")
-
-
-def test_exception_keeps_its_traceback(store_and_trial: tuple[SqlTrialStore, int]) -> None:
-    def train(config: dict, trial: Trial) -> float:
-        trial.report(1, loss=0.5)
-        raise RuntimeError("diverged at epoch 1")
-
-    out = run(store_and_trial, train)
-    assert out.state == TrialState.FAIL and "RuntimeError: diverged at epoch 1" in (out.error or "")
-    assert "Traceback" in (out.error or "") and out.last_step == 1
+    return open_store_and_trial(sqlite_url)
 
 
 def test_max_steps_stops_the_trial_as_complete(store_and_trial: tuple[SqlTrialStore, int]) -> None:
@@ -109,14 +47,6 @@ def test_stop_request_ends_the_trial_as_pruned(store_and_trial: tuple[SqlTrialSt
     assert out.state == TrialState.PRUNED and out.reason == "sweep stopped: time_limit" and out.values == (0.8,)
 
 
-def test_multi_objective_needs_a_dict(store_and_trial: tuple[SqlTrialStore, int]) -> None:
-    objs = (Objective("loss"), Objective("acc", "max"))
-    out = run(store_and_trial, lambda c, t: 0.5, objectives=objs)
-    assert out.state == TrialState.FAIL and "2 objectives" in (out.error or "")
-    out = run(store_and_trial, lambda c, t: {"loss": 0.5, "acc": 0.7}, objectives=objs)
-    assert out.values == (0.5, 0.7)
-
-
 def test_report_validates_its_arguments(store_and_trial: tuple[SqlTrialStore, int]) -> None:
     def train(config: dict, trial: Trial) -> float:
         trial.report(1.5, loss=1.0)  # type: ignore[arg-type]
@@ -124,6 +54,47 @@ def test_report_validates_its_arguments(store_and_trial: tuple[SqlTrialStore, in
 
     out = run(store_and_trial, train)
     assert out.state == TrialState.FAIL and "step must be an integer" in (out.error or "")
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ((3, 2), "step 2 is not greater than the previous step 3"),
+        ((3, 3), "step 3 is not greater than the previous step 3"),
+        ((-1,), "step -1 is negative"),
+    ],
+    ids=["decreasing", "repeated", "negative"],
+)
+def test_report_steps_must_increase(
+    store_and_trial: tuple[SqlTrialStore, int], steps: tuple[int, ...], message: str
+) -> None:
+    """A step not above the last (or below 0) fails the trial with its reason; nothing of it is stored."""
+
+    def train(config: dict, trial: Trial) -> float:
+        for step in steps:
+            trial.report(step, loss=1.0)
+        return 0.0
+
+    out = run(store_and_trial, train)
+    assert out.state == TrialState.FAIL
+    last_line = (out.error or "").strip().splitlines()[-1]
+    assert last_line.startswith("ValueError: trial.report: ") and message in last_line, last_line
+    assert "each report's step must be greater than the one before" in last_line
+    store, _ = store_and_trial
+    assert [r.step for r in store.reports(1)] == list(steps[:-1])
+
+
+def test_a_resumed_attempt_counts_its_steps_afresh(store_and_trial: tuple[SqlTrialStore, int]) -> None:
+    """A retried trial whose training function starts over (no checkpoint) may report its first steps again."""
+    store, tid = store_and_trial
+    resumed = TrialSpec(tid, 0, "t", {"x": 1}, (Objective("loss"),), None, True, attempt=2, resume_step=5)
+
+    def train(config: dict, trial: Trial) -> float:
+        for step in (1, 2):
+            trial.report(step, loss=1.0)
+        return 0.0
+
+    assert run_training(train, resumed, store).state == TrialState.COMPLETE
 
 
 def test_signatures() -> None:
@@ -136,3 +107,13 @@ def test_signatures() -> None:
         wants_trial(lambda a, b, c: 0)
     with pytest.raises(TrialFunctionError, match="callable"):
         wants_trial(42)  # type: ignore[arg-type]
+
+
+def test_a_report_too_large_for_a_float_fails_its_trial_with_the_metric_named(
+    store_and_trial: tuple[SqlTrialStore, int],
+) -> None:
+    out = run(store_and_trial, lambda c, t: t.report(1, loss=10**400))
+    assert out.state == TrialState.FAIL
+    assert "trial.report: metric 'loss' is an int of 401 digits, " in (out.error or "") and "too large for a float" in (
+        out.error or ""
+    )

@@ -1,8 +1,10 @@
 """Executors: where and how trials run.
 
-Only the interface is imported here: trial worker processes import
+Settings say where (`settings.py`: `WorkPoolExecutor`, `ClusterExecutor`, what a user passes as
+`sweep(executor=...)`); executors run one sweep's trials there (`local.LocalTrials`,
+`workpool.WorkPoolTrials`, `cluster.ClusterTrials`), each trial's job in the one Prefect task of
+`jobs.py`. Only the interface is imported here: trial worker processes import
 `prefect_hpo.executors.runners` and must not pay for importing Prefect.
-The local executor lives in `prefect_hpo.executors.local`.
 """
 
 from prefect_hpo.executors.base import Executor, TrialHandle

@@ -1,11 +1,16 @@
-"""The executor interface: start trials, hear when they end, stop them."""
+"""The executor interface: start trials, hear when they end, stop them.
+
+An executor is the running side of one sweep's trials (`LocalTrials`, `WorkPoolTrials`, `ClusterTrials`);
+where they run is said by settings (`prefect_hpo.executors.settings`). Executors are context managers:
+leaving the `with` block closes what they hold (worker processes)."""
 
 from __future__ import annotations
 
 import queue
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
 from prefect_hpo.records import TrialRecord
 from prefect_hpo.trial import TrialSpec
@@ -37,7 +42,34 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-class _Job(Protocol):
+@runtime_checkable
+class AdoptingExecutor(Executor, Protocol):
+    """An executor whose trials outlive the parent that launched them (flow runs on a work pool).
+
+    A resumed sweep hands it the trials its dead parent left RUNNING, to watch again; with any other
+    executor such a trial died with its parent and is recorded INTERRUPTED, to run again."""
+
+    def adopt(self, record: TrialRecord, spec: TrialSpec) -> TrialHandle:
+        """Watch the running attempt `record` again, without starting it a second time."""
+        ...
+
+
+class ClosedOnExit:
+    """`with` support for an executor: the block's end calls `close()`, however the block ended."""
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class EndedJob(Protocol):
     """What an executor's per-trial job leaves behind when its task ends."""
 
     final: TrialRecord | None
@@ -54,7 +86,7 @@ class EndedTrials:
     def __init__(self) -> None:
         self._ended: queue.Queue[TrialHandle] = queue.Queue()
 
-    def watch(self, handle: TrialHandle, future: _Future, job: _Job) -> None:
+    def watch(self, handle: TrialHandle, future: _Future, job: EndedJob) -> None:
         """Queue `handle` with the job's final record (or error) once the task behind `future` ends."""
 
         def ended(_: object) -> None:

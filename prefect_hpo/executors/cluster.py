@@ -18,65 +18,21 @@ from outside without taking its worker down.
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
-from prefect.task_runners import TaskRunner
-
-from prefect_hpo.errors import PrefectHPOError
-from prefect_hpo.executors.base import EndedTrials, TrialHandle
-from prefect_hpo.executors.local import _Job
+from prefect_hpo.executors.base import ClosedOnExit, EndedTrials, TrialHandle
+from prefect_hpo.executors.jobs import RunnerJob, trial_task
+from prefect_hpo.executors.run_states import TrialEndsAsWarnings
 from prefect_hpo.executors.runners import ThreadRunner
+from prefect_hpo.executors.settings import ClusterExecutor as ClusterExecutor
 from prefect_hpo.records import Outcome, TrialRecord, TrialState
 from prefect_hpo.store.sql import SqlTrialStore
 from prefect_hpo.trial import TrainFn, TrialSpec
-
-
-@dataclass(frozen=True)
-class ClusterExecutor:
-    """Where trials run: the Prefect task runner of an existing Dask or Ray cluster.
-
-    Build one with `ClusterExecutor.dask(address=...)` / `ClusterExecutor.ray(address=...)`,
-    or pass any Prefect task runner. The training function and the store must be
-    reachable from the cluster's workers (cloudpickle sends the function; use a
-    store every worker reaches, PostgreSQL across machines).
-    """
-
-    task_runner: TaskRunner[Any]
-    name: str = "cluster"
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def dask(cls, address: str | None = None, **cluster_kwargs: Any) -> ClusterExecutor:
-        """Trials on the Dask cluster at `address`, or on a temporary local cluster built from `cluster_kwargs`
-        (e.g. `n_workers=2, threads_per_worker=1`) when no address is given. Needs `prefect-hpo[dask]`."""
-        try:
-            from prefect_dask.task_runners import DaskTaskRunner
-        except ImportError:
-            raise PrefectHPOError(
-                "executor: the Dask executor needs prefect-dask; install it with `pip install 'prefect-hpo[dask]'`"
-            ) from None
-        runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(cluster_kwargs=cluster_kwargs)
-        return cls(runner, "dask", {"address": address, **cluster_kwargs})
-
-    @classmethod
-    def ray(cls, address: str | None = None, **init_kwargs: Any) -> ClusterExecutor:
-        """Trials on the Ray cluster at `address` (default: a local Ray started for the sweep).
-        Needs `prefect-hpo[ray]`."""
-        try:
-            from prefect_ray.task_runners import RayTaskRunner
-        except ImportError:
-            raise PrefectHPOError(
-                "executor: the Ray executor needs prefect-ray; install it with `pip install 'prefect-hpo[ray]'`"
-            ) from None
-        return cls(RayTaskRunner(address=address, init_kwargs=init_kwargs or None), "ray", {"address": address})
-
 
 #: One open store per storage URL in each cluster worker process: opening one costs a connection
 #: pool and a schema check, which a worker running many trials should pay once. Never used in the parent.
@@ -88,35 +44,43 @@ def _worker_store(url: str) -> SqlTrialStore:
     with _WORKER_STORES_LOCK:
         store = _WORKER_STORES.get(url)
         if store is None:
-            store = _WORKER_STORES[url] = SqlTrialStore(url)
+            store = _WORKER_STORES[url] = SqlTrialStore(url, create=False)  # the sweep made it
         return store
 
 
-@task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE, persist_result=False, retries=0)
-def cluster_trial_task(
-    number: int, config: dict[str, object], train: TrainFn, storage: str, spec: TrialSpec, time_limit: float | None
-) -> str:
-    """One trial on a cluster worker: run it and commit its end to the store; returns the state's name."""
-    store = _worker_store(storage)
-    current = store.trial(spec.sweep_id, number)
-    if current.state != TrialState.RUNNING or current.attempt != spec.attempt:
-        return current.state.value  # the cluster ran this task again after its end was recorded
-    stop = store.stop_request(spec.trial_id)
-    ctx = TaskRunContext.get()
-    task_run_id = str(ctx.task_run.id) if ctx else None
-    if stop is not None:  # stopped while it waited for a cluster slot
-        outcome = Outcome(TrialState.PRUNED, reason=stop)
-        return store.finish_trial(spec.trial_id, outcome, task_run_id=task_run_id).state.value
-    if task_run_id is not None and current.task_run_id == task_run_id:
-        # the cluster runs a task again when the worker running it died (Dask reschedules it): this
-        # attempt was lost with that worker, so record it as such and let the sweep retry it
-        lost = Outcome(TrialState.FAIL_RECOVERABLE, error="its cluster worker was lost mid-trial")
-        return store.finish_trial(spec.trial_id, lost).state.value
-    if task_run_id is not None:
-        store.set_task_run(spec.trial_id, task_run_id)
-    # the training function runs in a thread of this worker, so the time limit can be watched here
-    job = _Job(spec, ThreadRunner(train, store), store, time_limit)
-    return job.execute(task_run_id).state.value
+class ClusterJob:
+    """One trial on a cluster worker (a task parameter, sent by cloudpickle): opens the store there, runs
+    the training function in a thread of the worker and commits how the trial ended."""
+
+    def __init__(self, train: TrainFn, storage: str, spec: TrialSpec, time_limit: float | None) -> None:
+        self.train, self.storage, self.spec, self.time_limit = train, storage, spec, time_limit
+
+    def execute(self, task_run_id: str | None) -> TrialRecord:
+        _quiet_worker()
+        spec = self.spec
+        store = _worker_store(self.storage)
+        current = store.trial(spec.sweep_id, spec.number)
+        if current.state != TrialState.RUNNING or current.attempt != spec.attempt:
+            return current  # the cluster ran this task again after its end was recorded
+        stop = store.stop_request(spec.trial_id)
+        if stop is not None:  # stopped while it waited for a cluster slot
+            return store.finish_trial(spec.trial_id, Outcome(TrialState.PRUNED, reason=stop), task_run_id=task_run_id)
+        if task_run_id is not None and current.task_run_id == task_run_id:
+            # the cluster runs a task again when the worker running it died (Dask reschedules it): this
+            # attempt was lost with that worker, so record it as such and let the sweep retry it
+            lost = Outcome(TrialState.FAIL_RECOVERABLE, error="its cluster worker was lost mid-trial")
+            return store.finish_trial(spec.trial_id, lost)
+        if task_run_id is not None:
+            store.set_task_run(spec.trial_id, task_run_id)
+        # the training function runs in a thread of this worker, so the time limit can be watched here
+        return RunnerJob(spec, ThreadRunner(self.train, store), store, self.time_limit).execute(task_run_id)
+
+
+@functools.cache
+def _quiet_worker() -> None:
+    """A failed trial is logged at WARNING on a cluster worker too, as in the parent (once per worker process:
+    the filter touches only the task named "trial")."""
+    logging.getLogger("prefect.task_runs").addFilter(TrialEndsAsWarnings())
 
 
 class _Settled:
@@ -151,8 +115,9 @@ class _Settled:
         return f"{state.name}: {state.message}" if state is not None else "no state"
 
 
-class ClusterTrials:
-    """The running side of a `ClusterExecutor` inside one sweep (the sweep flow runs on its task runner)."""
+class ClusterTrials(ClosedOnExit):
+    """The executor of a sweep with `ClusterExecutor` settings: each trial a task run on the cluster
+    (the sweep flow runs on the settings' task runner)."""
 
     def __init__(self, train: TrainFn, store: SqlTrialStore, trial_time_limit: float | None = None) -> None:
         self._train, self._store, self._time_limit = train, store, trial_time_limit
@@ -160,9 +125,8 @@ class ClusterTrials:
 
     def submit(self, record: TrialRecord, spec: TrialSpec) -> TrialHandle:
         handle = TrialHandle(record=record, spec=spec, started=time.time())
-        future = cluster_trial_task.submit(
-            record.number, record.config, self._train, self._store.url, spec, self._time_limit
-        )
+        job = ClusterJob(self._train, self._store.url, spec, self._time_limit)
+        future = trial_task.submit(record.number, record.config, job)
         settled = _Settled(self._store, spec, future)
         self._ended.watch(handle, _SettlingFuture(future, settled.settle), settled)
         return handle
@@ -172,9 +136,6 @@ class ClusterTrials:
 
     def cancel(self, handle: TrialHandle, reason: str) -> None:
         self._store.request_stop(handle.spec.trial_id, reason)
-
-    def close(self) -> None:
-        return None
 
 
 class _SettlingFuture:

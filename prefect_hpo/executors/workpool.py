@@ -14,65 +14,27 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
-from prefect.context import TaskRunContext
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling, Crashed
 
 from prefect_hpo.errors import StoreError
-from prefect_hpo.executors.base import EndedTrials, TrialHandle
-from prefect_hpo.records import Config, Outcome, TrialRecord, TrialState
+from prefect_hpo.executors.base import ClosedOnExit, EndedTrials, TrialHandle
+from prefect_hpo.executors.jobs import trial_task
+from prefect_hpo.executors.settings import WorkPoolExecutor as WorkPoolExecutor
+from prefect_hpo.records import Outcome, TrialRecord, TrialState, is_interrupt_request
 from prefect_hpo.schedulers import scheduler_to_dict
+from prefect_hpo.storage_refs import refuse_credentials_for_workers
 from prefect_hpo.store.sql import SqlTrialStore
 from prefect_hpo.trial import TrialSpec
 
-Resources = Mapping[str, float] | Callable[[Config], Mapping[str, float]]
 
-
-@dataclass(frozen=True)
-class WorkPoolExecutor:
-    """Where trials run: `pool`'s queues, through the trial deployment.
-
-    Args:
-        pool: the work pool's name.
-        deployment: the trial flow's deployment, "flow-name/deployment-name".
-        queues: resource name -> queue; a trial that asks for any of a resource goes to its
-            queue (first match), every other trial to `default_queue`.
-        default_queue: the queue of trials that ask for none of the listed resources.
-        resources: what each trial needs, e.g. {"gpu": 1}, or a function of the config.
-        poll_interval: seconds between looks at a running trial's flow run.
-        heartbeat_interval: seconds between a running trial's heartbeats in the store.
-        heartbeat_timeout: a running trial silent this long is taken for dead (its worker died):
-            its flow run is marked Crashed and the trial FAIL_RECOVERABLE, to be retried.
-    """
-
-    pool: str = "hpo"
-    deployment: str = "hpo-trial/hpo-trial"
-    queues: Mapping[str, str] = field(default_factory=lambda: {"gpu": "gpu"})
-    default_queue: str = "cpu"
-    resources: Resources | None = None
-    poll_interval: float = 0.5
-    heartbeat_interval: float = 2.0
-    heartbeat_timeout: float = 15.0
-
-    def queue_for(self, config: Config) -> str:
-        """The queue a trial with this configuration runs on."""
-        needs = self.resources(config) if callable(self.resources) else (self.resources or {})
-        for resource, name in self.queues.items():
-            if needs.get(resource, 0) > 0:
-                return name
-        return self.default_queue
-
-
-class _RemoteJob:
-    """One trial's flow run, shared by the task that watches it and the loop that may cancel it."""
+class WorkPoolJob:
+    """One trial's flow run (a `TrialJob`), shared by the task that watches it and the loop that may cancel it."""
 
     def __init__(
         self,
@@ -151,7 +113,8 @@ class _RemoteJob:
             return record
         # the flow run ended without recording the trial's end
         if self.cancel_reason is not None:
-            outcome = Outcome(TrialState.PRUNED, reason=self.cancel_reason)
+            kind = TrialState.INTERRUPTED if is_interrupt_request(self.cancel_reason) else TrialState.PRUNED
+            outcome = Outcome(kind, reason=self.cancel_reason)
         elif state is not None and state.is_cancelled():
             outcome = Outcome(TrialState.PRUNED, reason=f"flow run {run.id} was cancelled in Prefect; not retried")
         else:
@@ -192,23 +155,24 @@ class _RemoteJob:
             self._cancel.set()
 
 
-@task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE, persist_result=False)
-def remote_trial_task(number: int, config: dict[str, object], job: _RemoteJob) -> TrialRecord:
-    """One trial, as the parent sees it: the task that launches and watches its flow run."""
-    ctx = TaskRunContext.get()
-    return job.execute(str(ctx.task_run.id) if ctx else None)
-
-
-class RemoteExecutor:
-    """The running side of a `WorkPoolExecutor` inside one sweep."""
-
-    #: A trial's flow run outlives the parent that launched it: a resumed sweep watches it again.
-    adopts_running = True
+class WorkPoolTrials(ClosedOnExit):
+    """The executor of a sweep with `WorkPoolExecutor` settings: each trial a flow run on the pool (an
+    `AdoptingExecutor`: a trial's flow run outlives the parent that launched it, and a resumed sweep
+    watches it again)."""
 
     def __init__(
-        self, settings: WorkPoolExecutor, store: SqlTrialStore, train_path: str, trial_time_limit: float | None = None
+        self,
+        settings: WorkPoolExecutor,
+        store: SqlTrialStore,
+        train_path: str,
+        storage: str,
+        trial_time_limit: float | None = None,
     ) -> None:
+        """`storage` is how the workers name the store: a reference ("env:NAME", "block:NAME") each worker
+        resolves, or a URL without credentials; it travels as a flow-run parameter, which Prefect stores."""
+        refuse_credentials_for_workers(storage)
         self._settings, self._store, self._train_path = settings, store, train_path
+        self._storage = storage
         self._time_limit = trial_time_limit
         self._uids: dict[int, str] = {}
         self._ended = EndedTrials()
@@ -216,7 +180,7 @@ class RemoteExecutor:
     def parameters(self, spec: TrialSpec) -> dict[str, Any]:
         """The trial flow's parameters: plain data only (they show in the UI)."""
         return {
-            "storage": self._store.url,
+            "storage": self._storage,
             "sweep_id": spec.sweep_id,
             "number": spec.number,
             "train": self._train_path,
@@ -227,31 +191,33 @@ class RemoteExecutor:
                 "pass_trial": spec.pass_trial,
                 "scheduler": scheduler_to_dict(spec.scheduler),
                 "min_steps": spec.min_steps,
-                "checkpoint_root": spec.checkpoint_root,
+                "checkpoint_path": spec.checkpoint_path,
                 "max_total_steps": spec.max_total_steps,
                 "resume_step": spec.resume_step,
                 "heartbeat_interval": self._settings.heartbeat_interval,
             },
         }
 
-    def job(self, record: TrialRecord, spec: TrialSpec) -> _RemoteJob:
+    def job(self, record: TrialRecord, spec: TrialSpec) -> WorkPoolJob:
         """The launch-and-watch job of one attempt (not started)."""
         queue_name = self._settings.queue_for(record.config)
         uid = self._uids.setdefault(spec.sweep_id, str(self._store.sweep(spec.sweep_id)["uid"]))
-        return _RemoteJob(spec, self.parameters(spec), queue_name, self._store, self._settings, self._time_limit, uid)
+        return WorkPoolJob(spec, self.parameters(spec), queue_name, self._store, self._settings, self._time_limit, uid)
 
     def submit(self, record: TrialRecord, spec: TrialSpec) -> TrialHandle:
         job = self.job(record, spec)
         handle = TrialHandle(record=record, spec=spec, started=time.time(), detail={"job": job})
-        self._ended.watch(handle, remote_trial_task.submit(record.number, record.config, job), job)
+        self._ended.watch(handle, trial_task.submit(record.number, record.config, job), job)
         return handle
+
+    def adopt(self, record: TrialRecord, spec: TrialSpec) -> TrialHandle:
+        """Watch again a trial a dead parent launched: the launch is idempotent per attempt (its flow run's
+        idempotency key), so this finds the running flow run instead of starting a second one."""
+        return self.submit(record, spec)
 
     def wait_any(self, handles: Sequence[TrialHandle], timeout: float | None) -> list[TrialHandle]:
         return self._ended.wait_any(timeout)
 
     def cancel(self, handle: TrialHandle, reason: str) -> None:
-        job: _RemoteJob = handle.detail["job"]
+        job: WorkPoolJob = handle.detail["job"]
         job.cancel(reason)
-
-    def close(self) -> None:
-        return None

@@ -2,8 +2,10 @@
 
 Four artifacts per sweep, keyed by the sweep's name made safe for Prefect's keys:
 
-- `<key>-summary`  table, one row per trial, best first (state, parameters, objective values,
-                   step reached, duration, its run);
+- `<key>-summary`  table, one row per trial in `prefect_hpo.ranking`'s order (best value at the
+                   step each reached first, stopped trials included; state, parameters,
+                   objective values, step reached, duration, its run), numbers to 6
+                   significant digits;
 - `<key>-best`     markdown: the best configuration as a JSON block to copy, its metrics, and the
                    Pareto front when there are several objectives;
 - `<key>-progress` progress: the share used of whichever budget is closest to its limit;
@@ -26,20 +28,21 @@ sweep ends, is always made.
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import contextlib
 import json
 import logging
-import math
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import httpx
+import pandas as pd
+import pebble
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
@@ -50,8 +53,10 @@ from sqlalchemy.engine import make_url
 from prefect_hpo.budget import BudgetStatus
 from prefect_hpo.executors.runners import worker_context
 from prefect_hpo.objective import Objective, dominates
+from prefect_hpo.ranking import ordered, ranked
 from prefect_hpo.records import TrialRecord, TrialState
-from prefect_hpo.reporting.plots import draw_plots, prepare_drawing_process
+from prefect_hpo.reporting.formatting import significant
+from prefect_hpo.reporting.plots import comparison_of, draw_plots, prepare_drawing_process
 from prefect_hpo.space import SearchSpace
 from prefect_hpo.store.sql import SqlTrialStore
 
@@ -62,16 +67,6 @@ def artifact_key(sweep_name: str) -> str:
     """The sweep's name as Prefect accepts in an artifact key: lowercase letters, digits and dashes."""
     key = re.sub(r"[^a-z0-9]+", "-", sweep_name.lower()).strip("-")
     return key or "sweep"
-
-
-def ranked(records: Sequence[TrialRecord], objective: Objective) -> list[TrialRecord]:
-    """Trials best first: completed ones by the first objective, then the rest by number."""
-
-    def key(r: TrialRecord) -> tuple[int, float, int]:
-        usable = r.state == TrialState.COMPLETE and r.value is not None and math.isfinite(r.value)
-        return (0, objective.sort_key(r.value), r.number) if usable else (1, 0.0, r.number)
-
-    return sorted(records, key=key)
 
 
 #: Rows of the summary table at most: the best ones. Prefect refuses an artifact update whose event
@@ -86,13 +81,13 @@ def summary_rows(
     ui_url: str | None = None,
     max_rows: int = SUMMARY_MAX_ROWS,
 ) -> list[dict[str, Any]]:
-    """One row per trial, best first, for the summary table (the best `max_rows` of them)."""
+    """One row per trial in the ranking's order (`prefect_hpo.ranking.ordered`), the first `max_rows` of them;
+    numbers to 6 significant digits."""
     rows = []
-    for r in ranked(records, objectives[0])[:max_rows]:
+    for r in ordered(records, objectives[0])[:max_rows]:
         row: dict[str, Any] = {"number": r.number, "state": r.state.value}
         for i, o in enumerate(objectives):
-            value = r.values[i] if r.values and i < len(r.values) else None
-            row[o.metric] = None if value is None or not math.isfinite(value) else value
+            row[o.metric] = significant(r.values[i]) if r.values and i < len(r.values) else None
         row.update({f"param {k}": _cell(v) for k, v in r.config.items()})
         row["step"] = r.last_step
         row["duration s"] = None if r.duration is None else round(r.duration, 3)
@@ -104,11 +99,15 @@ def summary_rows(
 
 
 def best_markdown(name: str, records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> str:
-    """The best configuration, ready to copy, with its metrics; the Pareto front for several objectives."""
+    """The best configuration, ready to copy, with its metrics; the Pareto front for several objectives.
+
+    The best configuration is the first COMPLETE trial in the ranking's order (one that ran to its end);
+    trials stopped early that rank ahead of it are listed below it, with the step they reached."""
     order = ranked(records, objectives[0])
-    best = order[0] if order and order[0].state == TrialState.COMPLETE and order[0].value is not None else None
+    best = next((r for r in order if r.state == TrialState.COMPLETE), None)
     if best is None:
         return f"# {name}: best configuration\n\nNo trial has completed yet.\n"
+    ahead = order[: order.index(best)]
     metrics = {**best.metrics, **{o.metric: v for o, v in zip(objectives, best.values or (), strict=False)}}
     lines = [
         f"# {name}: best configuration",
@@ -123,6 +122,12 @@ def best_markdown(name: str, records: Sequence[TrialRecord], objectives: Sequenc
         "| --- | ---: |",
         *[f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()) if isinstance(v, float | int)],
     ]
+    if ahead:
+        metric = objectives[0].metric
+        lines += ["", f"Ranked ahead of it by {metric} at the step each reached, but stopped before the end:", ""]
+        lines += [f"- trial {r.number} ({r.state.value} at step {r.last_step}): {r.value:.6g}" for r in ahead[:5]]
+        if len(ahead) > 5:
+            lines.append(f"- and {len(ahead) - 5} more (the summary table lists them)")
     if len(objectives) > 1:
         complete = [r for r in records if r.state == TrialState.COMPLETE and r.values]
         front = [
@@ -235,8 +240,9 @@ class ArtifactReporter:
         self.published += 1
 
 
-def plots_markdown(name: str, images: dict[str, Path]) -> str:
-    """The plots as one markdown artifact, each PNG embedded as a data URI (the UI's markdown shows it)."""
+def plots_markdown(name: str, images: dict[str, Path], compared: str = "") -> str:
+    """The plots as one markdown artifact, each PNG embedded as a data URI (the UI's markdown shows it);
+    `compared` says which trials, at which step, the history, importance and parallel plots show."""
     titles = {
         "history": "Optimization history",
         "importance": "Parameter importance",
@@ -244,6 +250,8 @@ def plots_markdown(name: str, images: dict[str, Path]) -> str:
         "curves": "Training curves",
     }
     lines = [f"# {name}: plots", ""]
+    if compared and images.keys() & {"history", "importance", "parallel"}:
+        lines += [f"History, importance and parallel coordinates: {compared}.", ""]
     for key, path in images.items():
         encoded = base64.b64encode(path.read_bytes()).decode("ascii")
         lines += [f"## {titles.get(key, key)}", "", f"![{key}](data:image/png;base64,{encoded})", "", f"`{path}`", ""]
@@ -252,39 +260,55 @@ def plots_markdown(name: str, images: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class PlotReporter:
+class SweepSnapshot(Protocol):
+    """What the plots are drawn from: a `prefect_hpo.result.SweepResult`. The result sits above this module
+    (it draws its own training curves with `reporting.plots`), so it is named here by what is read of it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]: ...
+
+    @property
+    def records(self) -> tuple[TrialRecord, ...]: ...
+
+    def curves(self) -> pd.DataFrame: ...
+
+
+class PlotDrawer:
     """Draws the sweep's plots into `folder` when it ends, and shows them in a `<key>-plots` artifact.
 
+    A context manager: leaving it stops the helper. The sweep's flow calls `draw(result)` when the sweep has
+    run to its end; an interrupted or failed sweep leaves without drawing (a Ctrl-C should end the
+    process in seconds, not after the plots).
+
     The drawing happens in a helper process, started with the reporter, that imports matplotlib and
-    Optuna's plotting and importance modules (about 3 s of CPU here: Optuna's importance module pulls
-    in scikit-learn) while the trials run, and draws when the sweep ends. In the parent, that work
-    held the GIL that the loop and Prefect's task engine need: over 1,000 trivial trials it was 13%
-    of the parent's time (py-spy --gil) and the parent, not the trials, set the sweep's pace.
+    Optuna's plotting and importance modules (about 3 s of CPU here, scikit-learn included when it is
+    installed: Optuna's importance module imports it) while the trials run, and draws when the sweep
+    ends. In the parent, that work held the GIL that the loop and Prefect's task engine need: over
+    1,000 trivial trials it was 13% of the parent's time (py-spy --gil) and the parent, not the trials,
+    set the sweep's pace.
     """
 
-    def __init__(self, store: SqlTrialStore, sweep_id: int, space: SearchSpace, folder: str | Path) -> None:
-        self._store, self._sweep_id, self._space, self._folder = store, sweep_id, space, Path(folder)
+    def __init__(self, space: SearchSpace, folder: str | Path, drawer: PlotHelper | None = None) -> None:
+        """`drawer`: a plot helper started earlier (`start_drawer`, by `sweep()`); default: one started now."""
+        self._space, self._folder = space, Path(folder)
         self.images: dict[str, Path] = {}
-        self._drawer = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=worker_context(), initializer=prepare_drawing_process
-        )
-        # Start the process now, so that its imports overlap the trials; from a thread, as starting it
-        # waits for the fork server, which may still be importing.
-        threading.Thread(target=self._start_drawer, daemon=True, name="hpo-plot-start").start()
+        self._drawer = drawer if drawer is not None else start_drawer()
 
-    def trial_started(self, trial: TrialRecord) -> None:
-        return None
+    def __enter__(self) -> PlotDrawer:
+        return self
 
-    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
-        return None
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-    def sweep_ended(self, status: BudgetStatus, reason: str) -> None:
-        from prefect_hpo.result import result_from_store
-
-        result = result_from_store(self._store, self._sweep_id)
+    def draw(self, result: SweepSnapshot) -> None:
+        """Draw the plots of the sweep as `result` (read from the store when it ended) holds it, and publish them."""
+        curves = result.curves()
         try:
-            drawing = self._drawer.submit(
-                draw_plots, result.records, self._space, result.objectives, result.curves(), self._folder
+            drawing = self._drawer.pool.schedule(
+                draw_plots, args=(result.records, self._space, result.objectives, curves, self._folder)
             )
             self.images = drawing.result()
         except Exception as exc:  # noqa: BLE001 - plots are the monitoring screen, not the sweep's result
@@ -292,28 +316,59 @@ class PlotReporter:
             return
         finally:
             self.close()
+        compared = comparison_of(result.records, curves, result.objectives[0]).describe()
         try:
-            self._publish(result.name, self.images)
+            self._publish(result.name, self.images, compared)
         except (PrefectException, httpx.HTTPError) as exc:  # the PNGs are on disk; the sweep's facts in the store
             _log.warning(
                 "sweep %s: its plots artifact could not be made (%s: %s)", result.name, type(exc).__name__, exc
             )
 
-    def _start_drawer(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the sweep ended (and closed this) before it started
-            self._drawer.submit(int)
-
     def close(self) -> None:
-        """Stop the helper process (a sweep that fails never reaches sweep_ended)."""
-        self._drawer.shutdown(wait=False, cancel_futures=True)
+        """Stop the helper process."""
+        self._drawer.stop()
 
-    def _publish(self, name: str, images: dict[str, Path]) -> None:
+    def _publish(self, name: str, images: dict[str, Path], compared: str) -> None:
         create_markdown_artifact(
-            plots_markdown(name, images),
+            plots_markdown(name, images, compared),
             key=f"{artifact_key(name)}-plots",
             description=f"Sweep {name}: optimization history, parameter importance, parallel coordinates, "
             "training curves.",
         )
+
+
+class PlotHelper:
+    """The plot helper: one process from the fork server, started at once so that its imports overlap the
+    trials (from a thread, as starting it waits for the fork server, which may still be importing).
+
+    pebble's pool, not concurrent.futures': a sweep that ends without drawing (Ctrl-C, a failure) must stop
+    the helper at once, and the standard pool waits at exit for it to finish its imports. pebble's `stop()`
+    only marks the pool stopped; its process ends at `join()`, and a start still under way when the sweep
+    ends creates it afterwards: `stop()` here waits for the start, then joins (each sweep that did not left
+    its helper running, idle, until the process exited: one more per sweep in a notebook)."""
+
+    def __init__(self) -> None:
+        self.pool = pebble.ProcessPool(
+            max_workers=1, initializer=prepare_drawing_process, initargs=(os.getpid(),), context=worker_context()
+        )
+        self._starting = threading.Thread(target=self._start, daemon=True, name="hpo-plot-start")
+        self._starting.start()
+
+    def _start(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the sweep ended (and stopped it) before it started
+            self.pool.schedule(int)
+
+    def stop(self) -> None:
+        """Stop the helper process, drawing or not, and wait until it is gone."""
+        self.pool.stop()  # type: ignore[no-untyped-call]
+        self._starting.join(timeout=30)
+        with contextlib.suppress(TimeoutError):
+            self.pool.join(timeout=10)
+
+
+def start_drawer() -> PlotHelper:
+    """The plot helper, starting (`PlotHelper`)."""
+    return PlotHelper()
 
 
 def plots_folder(storage_url: str, sweep_name: str, home: Path) -> Path:
@@ -321,25 +376,6 @@ def plots_folder(storage_url: str, sweep_name: str, home: Path) -> Path:
     url = make_url(storage_url)
     base = Path(url.database).parent if url.get_backend_name() == "sqlite" and url.database else home
     return base / "plots" / artifact_key(sweep_name)
-
-
-class Reporters:
-    """Several reporters heard as one (the terminal and the UI)."""
-
-    def __init__(self, *reporters: Any) -> None:
-        self._reporters = reporters
-
-    def trial_started(self, trial: TrialRecord) -> None:
-        for reporter in self._reporters:
-            reporter.trial_started(trial)
-
-    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
-        for reporter in self._reporters:
-            reporter.trial_ended(trial, status)
-
-    def sweep_ended(self, status: BudgetStatus, reason: str) -> None:
-        for reporter in self._reporters:
-            reporter.sweep_ended(status, reason)
 
 
 def _created(artifact_id: Any) -> UUID:
@@ -350,7 +386,9 @@ def _created(artifact_id: Any) -> UUID:
 
 
 def _cell(value: Any) -> Any:
-    return value if value is None or isinstance(value, str | int | float | bool) else json.dumps(value, default=str)
+    if value is None or isinstance(value, str | int | float | bool):
+        return significant(value)
+    return json.dumps(value, default=str)
 
 
 def _num(value: Any) -> str:

@@ -3,6 +3,10 @@
 Checkpoints can be large (a model per trial); a long sweep keeps what a user will retrain from or
 deploy, the k best, and removes the rest as soon as a trial falls out of the top k. The store keeps
 every trial's row, reports and metrics: only files go.
+
+Only folders the sweep recorded as its own are removed (`CheckpointLayout`): the old shared folder of a
+sweep from before per-sweep folders may hold another sweep's checkpoints under the same trial numbers,
+so its files are left, and said so once.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from collections.abc import Sequence
 import fsspec
 
 from prefect_hpo.budget import BudgetStatus
+from prefect_hpo.checkpoint_layout import CheckpointLayout
 from prefect_hpo.objective import Objective
 from prefect_hpo.records import TrialRecord, TrialState
-from prefect_hpo.trial import checkpoint_path
 
 _log = logging.getLogger("prefect_hpo.checkpoints")
 
@@ -25,12 +29,13 @@ class TopKCheckpoints:
     """A reporter that removes the checkpoint folders of finished trials outside the best `k`."""
 
     def __init__(
-        self, root: str, sweep_name: str, objective: Objective, k: int, stored: Sequence[TrialRecord] = ()
+        self, layout: CheckpointLayout, objective: Objective, k: int, stored: Sequence[TrialRecord] = ()
     ) -> None:
         """`stored`: the trials a continued sweep already has, so that its earlier trials are ranked too."""
-        self._root, self._sweep_name, self._objective, self._k = root, sweep_name, objective, k
+        self._layout, self._objective, self._k = layout, objective, k
         self._finished: dict[int, float | None] = {}  # number -> value (None: no usable value)
         self._removed: set[int] = set()
+        self._told_of_legacy = False
         for trial in stored:
             self._note(trial)
 
@@ -65,7 +70,10 @@ class TopKCheckpoints:
         for number in self._finished:
             if number in kept or number in self._removed:
                 continue
-            path = checkpoint_path(self._root, self._sweep_name, number)
+            if self._layout.is_legacy(number):
+                self._tell_of_legacy()
+                continue
+            path = self._layout.path(number)
             fs, local = fsspec.core.url_to_fs(path)
             try:
                 if fs.exists(local):
@@ -73,3 +81,15 @@ class TopKCheckpoints:
                 self._removed.add(number)
             except OSError as exc:  # a file system hiccup costs disk space, not the sweep
                 _log.warning("could not remove the checkpoint of trial %d at %s: %s", number, path, exc)
+
+    def _tell_of_legacy(self) -> None:
+        if self._told_of_legacy:
+            return
+        self._told_of_legacy = True
+        _log.info(
+            "keep_top_k leaves the checkpoints of trials 0-%d in %s/%s: that folder is from before each sweep "
+            "had its own and may hold another sweep's; remove what you do not need yourself",
+            self._layout.legacy_below - 1,
+            self._layout.root,
+            self._layout.legacy_folder,
+        )

@@ -3,6 +3,10 @@
 Optimization history, parameter importance and parallel coordinates are Optuna's
 own matplotlib plots, drawn over an in-memory Optuna study rebuilt from the
 store's records (we add nothing to how Optuna draws or computes importances).
+That study holds every ranked trial, complete and stopped early, with its value
+at the last step they all reached (`prefect_hpo.ranking.compared_at_common_step`,
+named in each plot's title) and at its stored trial number. Importances come from
+PED-ANOVA, which needs no scikit-learn.
 Training curves are ours: Optuna's intermediate-value plot has no notion of
 where a trial was stopped, which is what a person looks for in an ASHA sweep.
 """
@@ -11,10 +15,7 @@ from __future__ import annotations
 
 import importlib
 import math
-import multiprocessing
-import multiprocessing.connection
-import os
-import threading
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,47 +23,65 @@ from typing import Any
 
 import pandas as pd
 
+from prefect_hpo.helpers import follow_parent
 from prefect_hpo.objective import Objective
-from prefect_hpo.records import TrialRecord, TrialState
+from prefect_hpo.ranking import Comparison, compared_at_common_step
+from prefect_hpo.records import TrialRecord
 from prefect_hpo.space import SearchSpace
 
 #: The plots `draw_plots` makes, by file stem.
 PLOT_NAMES = ("history", "importance", "parallel", "curves")
 
 
-def study_of(records: Sequence[TrialRecord], space: SearchSpace, objectives: Sequence[Objective]) -> Any:
-    """An in-memory Optuna study holding the completed trials (for Optuna's plots and importances)."""
+def comparison_of(records: Sequence[TrialRecord], curves: pd.DataFrame, objective: Objective) -> Comparison:
+    """The ranked trials (complete and stopped) at the last step they all reached, from the long table of
+    `SweepResult.curves()` (see `prefect_hpo.ranking.compared_at_common_step`)."""
+    reported: dict[int, list[tuple[int, float]]] = {}
+    if objective.metric in curves.columns:
+        rows = curves[["number", "step", objective.metric]].dropna()
+        for number, step, value in rows.itertuples(index=False):
+            if math.isfinite(value):
+                reported.setdefault(int(number), []).append((int(step), float(value)))
+    return compared_at_common_step(records, {n: sorted(v) for n, v in reported.items()}, objective)
+
+
+def study_of(records: Sequence[TrialRecord], space: SearchSpace, objective: Objective, comparison: Comparison) -> Any:
+    """An in-memory Optuna study of the compared trials (for Optuna's plots and importances), each with its
+    value at the comparison's step and at its stored trial number: Optuna numbers trials as they are added,
+    so every number in between (a failed trial, one left out) is added as a FAIL trial, which Optuna's
+    plots and importances skip."""
     import optuna
 
     if optuna.logging.get_verbosity() <= optuna.logging.INFO:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # Optuna logs every study it creates at INFO
-    study = optuna.create_study(directions=[o.direction for o in objectives])
-    for r in records:
-        values = list(r.values or ())
-        if r.state != TrialState.COMPLETE or len(values) != len(objectives) or not all(map(math.isfinite, values)):
+    by_number = {r.number: r for r in records}
+    study = optuna.create_study(direction=objective.direction)
+    for number in range(max(comparison.values, default=-1) + 1):
+        record = by_number.get(number)
+        if record is None or number not in comparison.values:
+            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
             continue
         study.add_trial(
             optuna.trial.create_trial(
-                params=space.to_optuna_params(r.config),
-                distributions=space.distributions(r.config),
-                values=values,
+                params=space.to_optuna_params(record.config),
+                distributions=space.distributions(record.config),
+                value=comparison.values[number],
+                user_attrs={"state": record.state.value, "last_step": record.last_step},
             )
         )
     return study
 
 
-def prepare_drawing_process() -> None:
+def prepare_drawing_process(parent_pid: int) -> None:
     """Make this (helper) process ready to draw: leave with the parent that started it, so that a killed
     sweep does not leave it behind, then import what drawing needs."""
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        sentinel = parent.sentinel
-
-        def exit_with_parent() -> None:
-            multiprocessing.connection.wait([sentinel])
-            os._exit(0)
-
-        threading.Thread(target=exit_with_parent, daemon=True, name="hpo-plot-parent-watch").start()
+    follow_parent(parent_pid)
+    # Optuna's importance package imports scikit-learn at its import, for the fANOVA evaluator (3 s of CPU
+    # here, more than all the rest of drawing's imports); the PED-ANOVA evaluator drawn with needs none of
+    # it. In this helper process alone, a scikit-learn not imported yet is marked missing, which Optuna's
+    # optional import takes as "not installed". (The helper is forked from the fork server: a user's script
+    # that imports scikit-learn at its top has it here already, and it is left alone.)
+    sys.modules.setdefault("sklearn", None)  # type: ignore[arg-type]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,34 +98,37 @@ def draw_plots(
 ) -> dict[str, Path]:
     """Draw every plot the sweep's data allows into `folder`; returns name -> PNG path.
 
-    History needs one completed trial, importance and parallel coordinates two and a searched
-    parameter, training curves an intermediate report; plots without enough data are left out.
+    History, importance and parallel coordinates show the first objective of every ranked trial
+    (complete or stopped early) at the last step they all reached, or the final values when all
+    are complete; each title says which. History needs one such trial, importance and parallel
+    coordinates two and a searched parameter, training curves an intermediate report; plots
+    without enough data are left out.
     """
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never open a window
     import optuna.visualization.matplotlib as ovm
 
-    study = study_of(records, space, objectives)
-    complete = len(study.trials)
-    metric = objectives[0].metric
-    target: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": metric} if len(objectives) > 1 else {}
-    target_name = {"target_name": metric}
+    objective = objectives[0]
+    comparison = comparison_of(records, curves, objective)
+    study = study_of(records, space, objective, comparison)
+    compared = len(comparison.values)
+    metric = objective.metric
     out: dict[str, Path] = {}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     searched = bool(space.distributions({name: None for name in space.params}))
     makers: list[tuple[str, int, Callable[[], Any]]] = [
-        ("history", 1, lambda: ovm.plot_optimization_history(study, **(target or target_name))),
+        ("history", 1, lambda: ovm.plot_optimization_history(study, target_name=metric)),
         (
             "importance",
             2,
-            lambda: ovm.plot_param_importances(study, evaluator=_evaluator(complete), **(target or target_name)),
+            lambda: ovm.plot_param_importances(study, evaluator=importance_evaluator(), target_name=metric),
         ),
-        ("parallel", 2, lambda: ovm.plot_parallel_coordinate(study, **(target or target_name))),
+        ("parallel", 2, lambda: ovm.plot_parallel_coordinate(study, target_name=metric)),
     ]
     for name, needs, make in makers:
-        if complete < needs or (name != "history" and not searched):
+        if compared < needs or (name != "history" and not searched):
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
@@ -115,7 +137,7 @@ def draw_plots(
             except (ValueError, RuntimeError, ZeroDivisionError):
                 # e.g. importances of trials that all scored the same: nothing to draw, the rest still is
                 continue
-        out[name] = _save(axes, folder / f"{name}.png")
+        out[name] = _save(axes, folder / f"{name}.png", comparison.describe())
     if metric in curves.columns and not curves[metric].dropna().empty:
         out["curves"] = plot_training_curves(curves, metric, folder / "curves.png")
         if any(r.lineage and "member" in r.lineage for r in records):
@@ -169,22 +191,23 @@ def plot_lineage(records: Sequence[TrialRecord], curves: pd.DataFrame, metric: s
     return Path(path)
 
 
-#: Above this many completed trials importances come from PED-ANOVA instead of fANOVA: fANOVA's
-#: random forest takes about a second per thousand trials and parameter (measured here), PED-ANOVA
-#: (Watanabe et al. 2023, also Optuna's) a hundredth of that, which keeps the end of a large sweep quick.
-FANOVA_MAX_TRIALS = 300
+def importance_evaluator() -> Any:
+    """PED-ANOVA (Watanabe et al. 2023), Optuna 5's default importance evaluator: it needs numpy only, where
+    fANOVA and mean decrease impurity need scikit-learn (not a dependency of prefect_hpo), and it takes
+    about a hundredth of fANOVA's time (a second per thousand trials and parameter, measured here)."""
+    from optuna.importance import PedAnovaImportanceEvaluator
+
+    return PedAnovaImportanceEvaluator()
 
 
-def _evaluator(complete: int) -> Any:
-    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
-
-    return FanovaImportanceEvaluator(seed=0) if complete <= FANOVA_MAX_TRIALS else PedAnovaImportanceEvaluator()
-
-
-def _save(axes: Any, path: Path) -> Path:
+def _save(axes: Any, path: Path, subtitle: str) -> Path:
     import matplotlib.pyplot as plt
 
-    figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+    first = axes.flat[0] if hasattr(axes, "flat") else axes
+    # Optuna titles some plots on the left: add the line under whichever title is set
+    loc = next((loc for loc in ("center", "left", "right") if first.get_title(loc=loc)), "center")
+    first.set_title(f"{first.get_title(loc=loc)}\n{subtitle}", loc=loc, fontsize=10)
+    figure = first.get_figure()
     figure.set_size_inches(8, 5)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

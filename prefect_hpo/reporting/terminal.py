@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,11 +25,20 @@ class TerminalReporter:
         logger: logging.Logger | logging.LoggerAdapter[Any],
         total: int | None,
         show_bar: bool | None = None,
+        stored: Sequence[TrialRecord] = (),
+        running_adopted: bool = False,
     ) -> None:
+        """`stored`: the trials the sweep already holds (a continued sweep); the best so far counts them,
+        and a line says what the sweep continues. `running_adopted`: trials left running are watched
+        again (flow runs on a work pool) rather than run again."""
         self._name = sweep_name
         self._objective = objectives[0]
         self._logger = logger
         self._best: tuple[float, int] | None = None
+        for trial in stored:
+            self._consider(trial)
+        if stored:
+            logger.info("%s", self._continuing(stored, running_adopted))
         self._progress: Progress | None = None
         if show_bar if show_bar is not None else sys.stderr.isatty():
             self._progress = Progress(
@@ -39,24 +49,55 @@ class TerminalReporter:
                 TextColumn("{task.fields[best]}"),
                 transient=False,
             )
-            self._task = self._progress.add_task(sweep_name, total=total, best="")
+            done = sum(1 for trial in stored if trial.state.is_finished and trial.state != TrialState.FAIL_RECOVERABLE)
+            self._task = self._progress.add_task(sweep_name, total=total, completed=done, best=self._best_text())
             self._progress.start()
 
     def trial_started(self, trial: TrialRecord) -> None:
         return None
 
-    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
+    def _consider(self, trial: TrialRecord) -> None:
+        """Take `trial` as the best so far if it completed with a better finite value."""
         value = trial.value
-        finite = trial.state == TrialState.COMPLETE and value is not None and math.isfinite(value)
-        if finite and (self._best is None or self._objective.better(value, self._best[0])):  # type: ignore[arg-type]
-            self._best = (value, trial.number)  # type: ignore[assignment]
-        best = (
-            "" if self._best is None else f"best {self._objective.metric}={self._best[0]:.6g} (trial {self._best[1]})"
-        )
+        if trial.state != TrialState.COMPLETE or value is None or not math.isfinite(value):
+            return
+        if self._best is None or self._objective.better(value, self._best[0]):
+            self._best = (value, trial.number)
+
+    def _continuing(self, stored: Sequence[TrialRecord], running_adopted: bool) -> str:
+        """What a continued sweep starts from: "sweep X: 14 trials stored, 2 interrupted to retry; best ..."."""
+        left_running = sum(1 for trial in stored if trial.state == TrialState.RUNNING)
+        recoverable = sum(1 for trial in stored if trial.state in (TrialState.FAIL_RECOVERABLE, TrialState.INTERRUPTED))
+        paused = sum(1 for trial in stored if trial.state == TrialState.PAUSED)
+        parts = [f"sweep {self._name}: {len(stored)} trials stored"]
+        if running_adopted and left_running:
+            parts.append(f"{left_running} still running on the work pool, watched again")
+        interrupted = recoverable + (0 if running_adopted else left_running)
+        if interrupted:
+            parts.append(f"{interrupted} interrupted to retry")
+        if paused:
+            parts.append(f"{paused} paused at a rung")
+        line = ", ".join(parts)
+        best = self._best_text()
+        return f"{line}; {best}" if best else line
+
+    def _best_text(self) -> str:
+        if self._best is None:
+            return ""
+        return f"best {self._objective.metric}={self._best[0]:.6g} (trial {self._best[1]})"
+
+    def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
+        self._consider(trial)
+        best = self._best_text()
+        value = trial.value
         detail = f"{self._objective.metric}={value:.6g}" if value is not None else (trial.reason or "")
         if trial.state == TrialState.FAIL and trial.error:
             detail = trial.error.strip().splitlines()[-1][:200]
-        self._logger.info("trial %d %s %s | %s", trial.number, trial.state.value, detail, best)
+        line = " ".join(part for part in (f"trial {trial.number}", trial.state.value, detail) if part)
+        if best:
+            self._logger.info("%s | %s", line, best)
+        else:
+            self._logger.info("%s", line)  # no empty "| " before there is a best
         if self._progress is not None:
             self._progress.update(self._task, completed=status.usage.trials_finished, best=best)
 

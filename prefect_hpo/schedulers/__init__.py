@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prefect_hpo.errors import PrefectHPOError
 from prefect_hpo.schedulers.asha import ASHAScheduler, AsyncHyperbandScheduler, HyperbandScheduler
-from prefect_hpo.schedulers.base import Action, Decision, ReportEvent, Scheduler, SchedulerStore
+from prefect_hpo.schedulers.base import (
+    Action,
+    ClockedScheduler,
+    Decision,
+    PromotingScheduler,
+    PromotionStore,
+    ReportEvent,
+    RungScheduler,
+    Scheduler,
+    SchedulerStore,
+    scheduler_clock,
+)
 from prefect_hpo.schedulers.fifo import FIFOScheduler
 from prefect_hpo.schedulers.median import MedianStoppingScheduler
 
@@ -16,20 +27,25 @@ __all__ = [
     "ASHAScheduler",
     "Action",
     "AsyncHyperbandScheduler",
+    "ClockedScheduler",
     "Decision",
     "FIFOScheduler",
     "HyperbandScheduler",
     "MedianStoppingScheduler",
+    "PromotingScheduler",
+    "PromotionStore",
     "ReportEvent",
+    "RungScheduler",
     "Scheduler",
     "SchedulerStore",
+    "scheduler_clock",
     "SCHEDULER_NAMES",
     "build_scheduler",
     "scheduler_from_dict",
     "scheduler_to_dict",
 ]
 
-_BUILDERS: dict[str, Any] = {
+_BUILDERS: dict[str, Callable[..., Scheduler]] = {
     "fifo": FIFOScheduler,
     "median": MedianStoppingScheduler,
     "asha": ASHAScheduler,
@@ -38,7 +54,7 @@ _BUILDERS: dict[str, Any] = {
 SCHEDULER_NAMES = tuple(_BUILDERS)
 
 
-_CLASSES: dict[str, Any] = {
+_CLASSES: dict[str, type[FIFOScheduler | MedianStoppingScheduler | AsyncHyperbandScheduler]] = {
     "fifo": FIFOScheduler,
     "median": MedianStoppingScheduler,
     "async_hyperband": AsyncHyperbandScheduler,
@@ -51,7 +67,7 @@ def scheduler_to_dict(scheduler: Scheduler | None) -> dict[str, Any] | None:
         return None
     for kind, cls in _CLASSES.items():
         if type(scheduler) is cls:
-            fields = {f.name: getattr(scheduler, f.name) for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+            fields = {f.name: getattr(scheduler, f.name) for f in dataclasses.fields(cls) if f.init}
             if "rung_levels" in fields and fields["rung_levels"] is not None:
                 fields["rung_levels"] = list(fields["rung_levels"])
             return {"class": kind, **fields}
@@ -69,7 +85,7 @@ def scheduler_from_dict(data: Mapping[str, Any] | None) -> Scheduler | None:
     cls = _CLASSES[fields.pop("class")]
     if fields.get("rung_levels") is not None:
         fields["rung_levels"] = tuple(fields["rung_levels"])
-    return cls(**fields)  # type: ignore[no-any-return]
+    return cls(**fields)
 
 
 def build_scheduler(scheduler: str | Mapping[str, Any] | Scheduler | None, seed: int | None = None) -> Scheduler:
@@ -88,7 +104,7 @@ def build_scheduler(scheduler: str | Mapping[str, Any] | Scheduler | None, seed:
         if "rung_levels" in options and options["rung_levels"] is not None:
             options["rung_levels"] = tuple(options["rung_levels"])
         try:
-            return _BUILDERS[kind](**options)  # type: ignore[no-any-return]
+            return _BUILDERS[kind](**options)
         except TypeError as exc:
             raise PrefectHPOError(f"scheduler {kind!r}: {exc}") from None
     if isinstance(scheduler, Scheduler):

@@ -25,15 +25,26 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 from prefect_hpo.errors import PrefectHPOError
-from prefect_hpo.schedulers.base import Action, Decision, ReportEvent, SchedulerStore, SettingsState, asha_keeps
+from prefect_hpo.schedulers.base import (
+    Action,
+    Decision,
+    PromotionStore,
+    ReportEvent,
+    SchedulerStore,
+    SettingsState,
+    asha_keeps,
+)
 
 
 @dataclass(frozen=True)
 class AsyncHyperbandScheduler(SettingsState):
-    """ASHA with `brackets=1`, asynchronous Hyperband with more."""
+    """ASHA with `brackets=1`, asynchronous Hyperband with more.
+
+    A `PromotingScheduler` (so also a `RungScheduler`, its `levels` what BOHB learns at) and a
+    `ClockedScheduler` (`time_attr`), by the Protocols of `schedulers.base`."""
 
     max_t: int | None = 81
     grace_period: int = 1
@@ -136,14 +147,6 @@ class AsyncHyperbandScheduler(SettingsState):
             if best is None or key < best:
                 best = key
         return None if best is None else (best[2], best[3])
-
-
-class PromotionStore(Protocol):
-    """What `next_promotion` reads from the trial store."""
-
-    def paused_at_rungs(self, sweep_id: int) -> list[tuple[int, int, int, float]]: ...
-
-    def rung_scores(self, sweep_id: int, bracket: int, level: int) -> list[float]: ...
 
 
 def ASHAScheduler(

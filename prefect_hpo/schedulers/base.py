@@ -6,6 +6,11 @@ reads and writes goes through `SchedulerStore`, a narrow view of the store, so
 the same decision is made wherever the trial runs. The rules themselves
 (`asha_keeps`, `median_stops`) are pure functions, tested on hand-computed
 sequences.
+
+Optional abilities are declared as Protocols (`RungScheduler`, `PromotingScheduler`, `ClockedScheduler`)
+and checked with `isinstance` where they are used, once per sweep or per trial: a user's scheduler is
+any object with the three members of `Scheduler`, so an ability is structural, not a base class to
+inherit, and nothing is probed with `getattr`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 
 class Action(enum.StrEnum):
@@ -83,6 +88,61 @@ class Scheduler(Protocol):
     def on_report(self, event: ReportEvent, store: SchedulerStore) -> Decision: ...
 
 
+@runtime_checkable
+class RungScheduler(Scheduler, Protocol):
+    """A multi-fidelity scheduler: it compares trials at rung levels, which a strategy such as BOHB
+    learns from (the loop passes it each rung score the store receives)."""
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        """The rung levels (steps), lowest first."""
+        ...
+
+
+class PromotionStore(Protocol):
+    """What `PromotingScheduler.next_promotion` reads from the trial store."""
+
+    def paused_at_rungs(self, sweep_id: int) -> list[tuple[int, int, int, float]]:
+        """(trial number, bracket, highest rung level reached, score there) of every PAUSED trial."""
+        ...
+
+    def rung_scores(self, sweep_id: int, bracket: int, level: int) -> list[float]:
+        """The scores recorded at rung `level` of `bracket`, in store order."""
+        ...
+
+
+@runtime_checkable
+class PromotingScheduler(RungScheduler, Protocol):
+    """A scheduler that may pause trials at its rungs and resume the best one when a slot frees (ASHA's
+    promotion form): the loop asks `next_promotion` before it starts a new configuration."""
+
+    @property
+    def promotes(self) -> bool:
+        """Whether this one pauses and promotes trials (ASHA with mode="promotion"), or only stops them."""
+        ...
+
+    def next_promotion(self, store: PromotionStore, sweep_id: int) -> tuple[int, int] | None:
+        """(trial number, rung level) of the paused trial to resume next, or None."""
+        ...
+
+
+@runtime_checkable
+class ClockedScheduler(Scheduler, Protocol):
+    """A scheduler that may count a trial's progress in a reported metric rather than its report steps."""
+
+    @property
+    def time_attr(self) -> str | None:
+        """The metric it counts progress in (e.g. "epoch" while steps count batches), or None: the step."""
+        ...
+
+
+def scheduler_clock(scheduler: Scheduler | None) -> str | None:
+    """The metric `scheduler` counts a trial's progress in, or None when it counts report steps."""
+    if scheduler is None:  # no early stopping, the common case: skip the Protocol check (~50 us)
+        return None
+    return scheduler.time_attr if isinstance(scheduler, ClockedScheduler) else None
+
+
 def worst_last(scores: Sequence[float]) -> list[float]:
     """Scores sorted best (lowest) first, NaN counted as the worst."""
     return sorted((math.inf if math.isnan(s) else s) for s in scores)
@@ -117,19 +177,24 @@ class SettingsState:
     Their settings are all the state they hold in memory: what they decide from (each trial's reports,
     who reached which rung and in what order) lives in the trial store, so a scheduler moved to another
     machine with these settings and the same store decides exactly as it would have.
+
+    Only for frozen dataclasses (the annotation below says so to the type checker).
     """
 
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    def __post_init__(self) -> None:
+        """Settings derived from the fields (rung levels) and their checks; none here."""
+
     def state_dict(self) -> dict[str, Any]:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}  # type: ignore[arg-type]
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         return {"class": type(self).__name__, **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("class") != type(self).__name__:
             raise ValueError(f"not a {type(self).__name__}'s state (class {state.get('class')!r})")
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             if f.init and f.name in state:
                 value = state[f.name]
                 object.__setattr__(self, f.name, tuple(value) if isinstance(value, list) else value)  # frozen
-        post_init = getattr(self, "__post_init__", None)
-        if post_init is not None:  # settings derived from these (rung levels) and their checks
-            post_init()
+        self.__post_init__()  # settings derived from these (rung levels) and their checks

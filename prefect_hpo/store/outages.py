@@ -1,5 +1,8 @@
 """What the store does when its database goes away or fills up.
 
+A store whose database was deleted or replaced under it (`store.identity`) is not waited for: the call
+ends at once with a StoreError that says so.
+
 A database that cannot be reached for a moment (a PostgreSQL restart or failover, connections
 revoked, a network blip) is waited for: the call is run again, with backoff, for up to the store's
 `outage_timeout` seconds, and the sweep goes on where it was. A database that is full, or one still
@@ -20,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -35,11 +38,29 @@ _FIRST_PAUSE_S, _LONGEST_PAUSE_S = 0.1, 2.0
 Problem = Literal["outage", "full", "other"]
 
 
-class _GuardedStore(Protocol):
+class GuardedDatabase(Protocol):
+    """What the guard needs of a store's database (`store.database.Database`)."""
+
     safe_url: str
     outage_timeout: float
-    _is_sqlite: bool
-    _calls: threading.local
+    is_sqlite: bool
+    #: per thread: how deep it is in store calls (only the outermost call waits)
+    calls: threading.local
+
+    def check_identity(self) -> None:
+        """Raise a StoreError when the store opened is gone (its file deleted or replaced); cheap."""
+        ...
+
+    def lost(self, exc: DBAPIError) -> StoreError | None:
+        """The StoreError a failed call means when the store went away under it (deleted, replaced)."""
+        ...
+
+
+class _Guarded(Protocol):
+    """A part of the store: its calls run over one database."""
+
+    @property
+    def database(self) -> GuardedDatabase: ...
 
 
 def classify(exc: DBAPIError, is_sqlite: bool) -> Problem:
@@ -57,30 +78,37 @@ def classify(exc: DBAPIError, is_sqlite: bool) -> Problem:
     return "other"
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound=_Guarded)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def guarded(method: F) -> F:
+def guarded(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
     """Run a store method again while its database is unreachable; turn database failures into StoreError.
 
     Only the outermost store call in a thread waits (a method calling another is retried whole).
     """
 
     @functools.wraps(method)
-    def call(self: _GuardedStore, *args: Any, **kwargs: Any) -> Any:
-        if getattr(self._calls, "depth", 0):
+    def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        database = self.database
+        if getattr(database.calls, "depth", 0):
             return method(self, *args, **kwargs)
+        database.check_identity()
         first_failure: float | None = None
         pause = _FIRST_PAUSE_S
         while True:
-            self._calls.depth = 1
+            database.calls.depth = 1
             try:
                 result = method(self, *args, **kwargs)
             except DBAPIError as exc:
-                problem = classify(exc, self._is_sqlite)
+                lost = database.lost(exc)
+                if lost is not None:
+                    raise lost from None
+                problem = classify(exc, database.is_sqlite)
                 if problem == "full":
                     raise StoreError(
-                        f"storage {self.safe_url!r} is full ({exc.orig}); everything committed before is kept: "
+                        f"storage {database.safe_url!r} is full ({exc.orig}); everything committed before is kept: "
                         "free space and run the same sweep again to continue it"
                     ) from None
                 if problem == "other":
@@ -90,28 +118,28 @@ def guarded(method: F) -> F:
                     first_failure = now
                     logger.warning(
                         "storage %s does not answer (%s); waiting up to %.0f s for it",
-                        self.safe_url,
+                        database.safe_url,
                         str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__,
-                        self.outage_timeout,
+                        database.outage_timeout,
                     )
-                if now - first_failure >= self.outage_timeout:
+                if now - first_failure >= database.outage_timeout:
                     raise StoreError(
-                        f"storage {self.safe_url!r} did not answer for {self.outage_timeout:.0f} s ({exc.orig}); "
-                        "everything committed before is kept: run the same sweep again to continue it once "
-                        "the database is back"
+                        f"storage {database.safe_url!r} did not answer for {database.outage_timeout:.0f} s "
+                        f"({exc.orig}); everything committed before is kept: run the same sweep again to continue "
+                        "it once the database is back"
                     ) from None
                 time.sleep(pause)
                 pause = min(pause * 2, _LONGEST_PAUSE_S)
             else:
                 if first_failure is not None:
                     logger.warning(
-                        "storage %s answers again after %.1f s", self.safe_url, time.monotonic() - first_failure
+                        "storage %s answers again after %.1f s", database.safe_url, time.monotonic() - first_failure
                     )
                 return result
             finally:
-                self._calls.depth = 0
+                database.calls.depth = 0
 
-    return call  # type: ignore[return-value]
+    return call
 
 
 C = TypeVar("C", bound=type)

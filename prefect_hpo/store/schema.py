@@ -6,7 +6,10 @@ sweeps   one row per named sweep, with a uid unique across stores (launch keys u
          status and timings, and the SweepSpec it was last run from (when it was run from
          one: `prefect-hpo run`, the sweep deployment), which `prefect-hpo resume` runs again;
          and the parent process that holds the sweep now (owner, its last heartbeat), so that
-         a second parent on the same sweep is refused while the first is alive.
+         a second parent on the same sweep is refused while the first is alive; the folder under
+         the checkpoint root its checkpoints live in (`<cleaned name>-<uid>`), and, for a sweep
+         from before per-sweep folders, the old shared folder its first trials keep
+         (`prefect_hpo.checkpoint_layout`).
 trials   one row per trial: (sweep_id, number) is unique; the attempt counts runs
          of the same trial; config and its hash, state, objective values (the
          first also as a column, for ordering), final metrics, last step, error
@@ -76,6 +79,11 @@ sweeps = Table(
     Column("spec", JSON),
     Column("owner", String(255)),
     Column("owner_beat", Float),
+    # set for every sweep (at creation; by migration 0004 for older ones); nullable only because adding a
+    # NOT NULL column makes SQLite copy the table, which would cascade-delete the trials
+    Column("checkpoint_folder", String(255)),
+    Column("legacy_checkpoint_folder", String(255)),
+    Column("legacy_checkpoint_trials", Integer),
 )
 
 trials = Table(
@@ -85,6 +93,8 @@ trials = Table(
     Column("sweep_id", Integer, ForeignKey("hpo_sweeps.id", ondelete="CASCADE"), nullable=False),
     Column("number", Integer, nullable=False),
     Column("attempt", Integer, nullable=False, default=1),
+    #: the attempts that ended FAIL_RECOVERABLE: what `max_retries` limits (an interrupted attempt is none)
+    Column("failures", Integer, nullable=False, server_default="0"),
     Column("state", String(32), nullable=False),
     Column("config", JSON, nullable=False),
     Column("config_hash", String(64), nullable=False),

@@ -22,6 +22,7 @@ from optuna.trial import TrialState as OptunaState
 from prefect_hpo.objective import Objective
 from prefect_hpo.records import Config, TrialRecord
 from prefect_hpo.space import Fixed, SearchSpace, config_hash
+from prefect_hpo.strategies.base import Suggestion
 from prefect_hpo.strategies.optuna_sampler import OptunaStrategy
 
 
@@ -44,7 +45,10 @@ class BohbStrategy:
         self._studies = {
             level: optuna.create_study(
                 direction="minimize",  # rung scores are already in 'lower is better' form
-                sampler=optuna.samplers.TPESampler(seed=None if seed is None else seed + 1 + i, n_startup_trials=0),
+                sampler=optuna.samplers.TPESampler(
+                    seed=None if seed is None else (seed + 1 + i) % 2**32,  # numpy takes 0 to 2**32 - 1
+                    n_startup_trials=0,
+                ),
             )
             for i, level in enumerate(levels)
         }
@@ -65,19 +69,19 @@ class BohbStrategy:
                 return level
         return None
 
-    def ask(self) -> Config | None:
+    def ask(self) -> Suggestion:
         level = self.model_level
         if level is not None and self._coin.random() < self._random_fraction:
             drawn = self._explorer.ask()
             config = self._space.suggest(drawn)
             self._explorer.tell(drawn, state=OptunaState.FAIL)  # a random sampler learns nothing anyway
-            return config
+            return Suggestion(config)
         if level is None:
             return self._final.ask()
         asked = self._studies[level].ask()
         config = self._space.suggest(asked)
         self._pending[config_hash(config)].append((level, asked))
-        return config
+        return Suggestion(config)
 
     def tell_rung(self, config: Config, level: int, score: float) -> None:
         study = self._studies.get(level)

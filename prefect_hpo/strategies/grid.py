@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect_hpo.records import Config, TrialRecord
 from prefect_hpo.space import SearchSpace, config_hash
+from prefect_hpo.strategies.base import Suggestion
 
 
 class GridStrategy:
@@ -21,12 +22,12 @@ class GridStrategy:
         self._grid: Iterator[Config] = space.grid(resolution)
         self._seen: set[str] = set()
 
-    def ask(self) -> Config | None:
+    def ask(self) -> Suggestion | None:
         for config in self._grid:
             key = config_hash(config)
             if key not in self._seen:
                 self._seen.add(key)
-                return config
+                return Suggestion(config)
         return None
 
     def tell(self, trial: TrialRecord) -> None:

@@ -18,8 +18,9 @@ import optuna
 from optuna.trial import TrialState as OptunaState
 
 from prefect_hpo.objective import Objective
-from prefect_hpo.records import Config, TrialRecord, TrialState
+from prefect_hpo.records import TrialRecord, TrialState
 from prefect_hpo.space import SearchSpace, config_hash
+from prefect_hpo.strategies.base import Suggestion
 
 
 class OptunaStrategy:
@@ -46,11 +47,11 @@ class OptunaStrategy:
         """The in-memory study (read-only use: plots, importances)."""
         return self._study
 
-    def ask(self) -> Config | None:
+    def ask(self) -> Suggestion:
         trial = self._study.ask()
         config = self._space.suggest(trial)
         self._pending[config_hash(config)].append(trial)
-        return config
+        return Suggestion(config)
 
     def state_dict(self) -> dict[str, Any]:
         """The study (its sampler, random stream and trials) and the pending proposals, pickled and

@@ -1,4 +1,4 @@
-"""Population-based training (Jaderberg et al., 2017), in generations (`scheduler="pbt"`).
+"""Population-based training (Jaderberg et al., 2017), in generations (`strategy="pbt"`).
 
 A population of `population` members trains in parallel. Each member's life is a chain of trials,
 one per generation of `interval` steps: a trial starts from its parent's checkpoint at the step the
@@ -16,9 +16,11 @@ member, but the population's ranking is over results at the same step, decisions
 which trial happened to report first, and a resumed sweep recomputes exactly the plan it had (each
 generation's random choices come from the seed and the generation number).
 
-This is a strategy (it decides configurations and where trials start) that the loop runs with the
-checkpoint mechanism of promotion-form ASHA: the loop copies the parent's checkpoint folder to the new
-trial's and hands it `trial.resume_step`, on local executors and work pools alike.
+This is a strategy (it decides configurations and where trials start): each `ask` answers a `Suggestion`
+naming the parent trial and the steps the new trial covers, and the loop runs it with the checkpoint
+mechanism of promotion-form ASHA: it copies the parent's checkpoint folder to the new trial's and hands it
+`trial.resume_step`, on local executors and work pools alike. (It was first offered as `scheduler="pbt"`,
+which still works, with a DeprecationWarning.)
 """
 
 from __future__ import annotations
@@ -30,18 +32,16 @@ from typing import Any
 
 import optuna
 
+from prefect_hpo.arguments import is_integer
 from prefect_hpo.errors import StrategyError
 from prefect_hpo.objective import Objective
 from prefect_hpo.records import Config, TrialRecord, TrialState
 from prefect_hpo.space import Categorical, Fixed, Float, Int, SearchSpace
-from prefect_hpo.strategies.base import WAIT, Wait
+from prefect_hpo.strategies.base import WAIT, Exhausted, Suggestion, Wait
 
 
 class PBTStrategy:
     """Plans generations of a population; see the module docstring."""
-
-    #: Members that go on keep their configuration: the loop must not take them for duplicates.
-    repeats_configs = True
 
     def __init__(
         self,
@@ -56,9 +56,9 @@ class PBTStrategy:
         seed: int | None = None,
     ) -> None:
         for field_name, value, least in (("population", population, 2), ("interval", interval, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if not is_integer(value) or value < least:
                 raise StrategyError(f"pbt: {field_name} must be an integer >= {least}, got {value!r}")
-        if isinstance(generations, bool) or not isinstance(generations, int) or generations < 1:
+        if not is_integer(generations) or generations < 1:
             raise StrategyError(f"pbt: generations must be a positive integer, got {generations!r}")
         if not 0 < quantile <= 0.5:
             raise StrategyError(f"pbt: quantile must be in (0, 0.5], got {quantile!r}")
@@ -71,34 +71,29 @@ class PBTStrategy:
         self._quantile, self._resample = quantile, resample_probability
         self._seed = 0 if seed is None else seed
         self._generation = 0
-        self._queue: list[tuple[Config, dict[str, Any]]] = []  # planned, not yet asked
+        self._queue: list[Suggestion] = []  # planned, not yet asked
         self._results: dict[int, dict[int, TrialRecord]] = {}  # generation -> member -> finished trial
         self._asked: dict[int, set[int]] = {}  # generation -> members asked
-        self.last_lineage: dict[str, Any] | None = None
         self._queue = self._plan(0)
 
     @property
     def total_steps(self) -> int:
         return self.interval * self.generations
 
-    @property
-    def exhausted_reason(self) -> str:
-        return f"population-based training finished its {self.generations} generations"
-
     # ---- the Strategy protocol ----
 
-    def ask(self) -> Config | Wait | None:
+    def ask(self) -> Suggestion | Wait | Exhausted:
         if not self._queue:
             if len(self._results.get(self._generation, {})) < self.population:
                 return WAIT
-            if self._generation + 1 >= self.generations:
-                return None  # the last generation has finished
+            if self._generation + 1 >= self.generations:  # the last generation has finished
+                return Exhausted(f"population-based training finished its {self.generations} generations")
             self._generation += 1
             self._queue = self._plan(self._generation)
-        config, lineage = self._queue.pop(0)
-        self._asked.setdefault(lineage["generation"], set()).add(lineage["member"])
-        self.last_lineage = lineage
-        return config
+        suggestion = self._queue.pop(0)
+        generation, member = _member(suggestion)
+        self._asked.setdefault(generation, set()).add(member)
+        return suggestion
 
     def tell(self, trial: TrialRecord) -> None:
         lineage = trial.lineage
@@ -121,7 +116,7 @@ class PBTStrategy:
             return
         self._generation = max(self._asked)
         plan = self._plan(self._generation) if self._generation > 0 else self._plan(0)
-        self._queue = [(c, lin) for c, lin in plan if lin["member"] not in self._asked[self._generation]]
+        self._queue = [s for s in plan if _member(s)[1] not in self._asked[self._generation]]
 
     # ---- planning ----
 
@@ -132,14 +127,19 @@ class PBTStrategy:
             return -math.inf
         return -value if self._objective.direction == "minimize" else value
 
-    def _plan(self, generation: int) -> list[tuple[Config, dict[str, Any]]]:
+    def _plan(self, generation: int) -> list[Suggestion]:
+        """Each member's trial of `generation`: configuration, parent trial, steps (a resumed sweep gets the
+        same plan again: the random choices come from the seed and the generation)."""
         rng = random.Random(self._seed * 1_000_003 + generation)
+        start, end = generation * self.interval, (generation + 1) * self.interval
         if generation == 0:
             study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=self._seed))
             return [
-                (
+                Suggestion(
                     self._space.suggest(study.ask()),
-                    {"member": m, "generation": 0, "parent": None, "start_step": 0, "end_step": self.interval},
+                    end_step=end,
+                    may_repeat=True,
+                    lineage={"member": m, "generation": 0},
                 )
                 for m in range(self.population)
             ]
@@ -147,24 +147,20 @@ class PBTStrategy:
         ranked = sorted(previous, key=lambda m: (-self._score(previous[m]), m))
         cut = max(1, math.ceil(self._quantile * self.population))
         top, bottom = ranked[:cut], set(ranked[-cut:])
-        start = generation * self.interval
         plan = []
         for member in range(self.population):
             own = previous[member]
-            lineage: dict[str, Any] = {
-                "member": member,
-                "generation": generation,
-                "start_step": start,
-                "end_step": start + self.interval,
-            }
-            if member in bottom and member not in top:
+            facts: dict[str, Any] = {"member": member, "generation": generation}
+            if member in bottom and member not in top:  # exploit a top member, explore around its configuration
                 donor = previous[rng.choice(top)]
                 config, changes = self._explore(dict(donor.config), rng)
-                lineage.update(parent=donor.number, exploited=donor.number, replaced=own.number, perturbation=changes)
-            else:
-                config = dict(own.config)
-                lineage.update(parent=own.number)
-            plan.append((config, lineage))
+                parent = donor.number
+                facts.update(exploited=donor.number, replaced=own.number, perturbation=changes)
+            else:  # go on as itself: its own checkpoint and configuration (not a duplicate)
+                config, parent = dict(own.config), own.number
+            plan.append(
+                Suggestion(config, parent=parent, resume_step=start, end_step=end, may_repeat=True, lineage=facts)
+            )
         return plan
 
     def _explore(self, config: Config, rng: random.Random) -> tuple[Config, dict[str, Any]]:
@@ -190,3 +186,9 @@ class PBTStrategy:
             if config[name] != old:
                 changes[name] = [old, config[name]]
         return config, changes
+
+
+def _member(suggestion: Suggestion) -> tuple[int, int]:
+    """(generation, member) of a planned trial."""
+    facts = suggestion.lineage or {}
+    return int(facts["generation"]), int(facts["member"])

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from prefect_hpo.objective import Objective
-from prefect_hpo.records import Config, TrialRecord, TrialState
+from prefect_hpo.records import TrialRecord, TrialState
 from prefect_hpo.space import SearchSpace, config_hash
+from prefect_hpo.strategies.base import Suggestion
 
 
 class RLStrategy:
@@ -57,11 +58,11 @@ class RLStrategy:
 
     # ---- the Strategy protocol ----
 
-    def ask(self) -> Config | None:
+    def ask(self) -> Suggestion:
         walker = _PolicyWalk(self)
         config = self._space.suggest(walker)
         self._pending[config_hash(config)] = walker.chosen
-        return config
+        return Suggestion(config)
 
     def tell(self, trial: TrialRecord) -> None:
         chosen = self._pending.pop(trial.config_hash, None)

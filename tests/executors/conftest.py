@@ -48,7 +48,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory, server_database: st
 
 
 @pytest.fixture(scope="module")
-def workers(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
+def worker_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The workers' PREFECT_HOME; each worker's output (its flow runs' too) goes to worker-<queue>.log there."""
+    return tmp_path_factory.mktemp("prefect-workers")
+
+
+@pytest.fixture(scope="module")
+def workers(prefect_server: str, worker_home: Path) -> Iterator[dict[str, int]]:
     """The `hpo` pool with `gpu` and `cpu` queues, the trial deployment, and one worker per queue."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -57,7 +63,7 @@ def workers(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         setup_work_pool(ROOT, pool="hpo")
-    home = tmp_path_factory.mktemp("prefect-workers")
+    home = worker_home
     env = dict(os.environ, PREFECT_API_URL=prefect_server, PREFECT_HOME=str(home))
     env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="0")
     procs = {}

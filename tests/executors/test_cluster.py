@@ -6,12 +6,14 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import pytest
 
-from prefect_hpo import Budget, Float, PrefectHPOError, TrialState, sweep
-from prefect_hpo.executors.cluster import ClusterExecutor
+from prefect_hpo import Budget, ClusterExecutor, Float, PrefectHPOError, TrialState, sweep
 from prefect_hpo.schedulers import ASHAScheduler
 from prefect_hpo.trial import Trial
+from tests.conftest import TEST_MARKER
+from tests.processes import left_behind
 
 pytest.importorskip("prefect_dask", reason="the Dask executor needs the dask extra: pip install 'prefect-hpo[dask]'")
 pytestmark = pytest.mark.prefect
@@ -42,6 +44,9 @@ def local_ray() -> ClusterExecutor:
     return ClusterExecutor.ray(num_cpus=2, include_dashboard=False)
 
 
+# A local Ray cluster starts a dozen processes: on 2 cores held by two busy processes (the suite's run under
+# load) the sweep ran past the suite's 300 s limit, which it keeps without them.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("cluster", [local_dask, local_ray], ids=["dask", "ray"])
 def test_a_sweep_runs_on_a_cluster_with_asha(sqlite_url: str, cluster: Callable[[], ClusterExecutor]) -> None:
     result = sweep(
@@ -81,7 +86,26 @@ def test_a_lost_cluster_worker_leaves_the_trial_recoverable_and_it_is_retried(sq
     assert all(r.state == TrialState.COMPLETE for r in result.records)
     assert by_die[1.0].attempt == 2 and by_die[0.0].attempt == 1  # a retry is a new attempt of the same trial
 
+    # The workers ran their task runs on the sweep's temporary server: none started one of its own (the dead
+    # worker's was left running, orphaned).
+    def a_workers_server(proc: psutil.Process) -> bool:
+        return "uvicorn" in " ".join(proc.cmdline()) and proc.ppid() != os.getpid()
+
+    assert left_behind(TEST_MARKER, os.environ[TEST_MARKER], within=15.0, which=a_workers_server) == []
+
 
 def test_a_missing_extra_or_a_wrong_executor_is_named() -> None:
     with pytest.raises(PrefectHPOError, match="executor must be a WorkPoolExecutor, a ClusterExecutor"):
         sweep(curve, {"q": Float(0.0, 1.0)}, executor="dask")  # type: ignore[arg-type]
+
+
+def test_only_a_cluster_started_here_is_handed_the_temporary_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster given by address runs on other machines, which cannot reach this machine's temporary server."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert local_dask().on_this_machine
+    assert not ClusterExecutor.dask(address="tcp://10.0.0.5:8786").on_this_machine
+    pytest.importorskip("prefect_ray")
+    assert ClusterExecutor.ray().on_this_machine
+    assert not ClusterExecutor.ray(address="ray://10.0.0.5:10001").on_this_machine
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert not ClusterExecutor.ray().on_this_machine

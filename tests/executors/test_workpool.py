@@ -8,24 +8,28 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 from uuid import UUID
 
 import pytest
+from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterName
 from prefect.deployments import run_deployment
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 
-from prefect_hpo import Budget, Categorical, Float, SqlTrialStore, TrialState, sweep
+from prefect_hpo import Budget, Categorical, Float, SqlTrialStore, TrialState, WorkPoolExecutor, sweep
 from prefect_hpo.errors import TrialFunctionError
-from prefect_hpo.executors.workpool import RemoteExecutor, WorkPoolExecutor
+from prefect_hpo.executors.workpool import WorkPoolTrials
 from prefect_hpo.objective import Objective
 from prefect_hpo.schedulers import ASHAScheduler
 from prefect_hpo.trial import TrialSpec
 from tests.executors.conftest import PREFECT, ROOT
-from tests.servers import wait_final
+from tests.prefect_records import leaks, server_records, wait_for_events
+from tests.servers import flush_to_server, wait_final, wait_task_run_final
 from tests.workpool_train import slow_first_attempt, train
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
@@ -37,8 +41,12 @@ def test_queue_routing() -> None:
     assert WorkPoolExecutor(resources={"gpu": 0.5}).queue_for({}) == "gpu"
 
 
-def test_a_sweep_runs_on_workers_by_queue_with_asha(prefect_server: str, workers: dict[str, int], pg_url: str) -> None:
+def test_a_sweep_runs_on_workers_by_queue_with_asha(
+    prefect_server: str, workers: dict[str, int], worker_home: Path, pg_url: str
+) -> None:
     executor = WorkPoolExecutor(pool="hpo", resources=lambda c: {"gpu": 1} if c["big"] else {})
+    logs = sorted(worker_home.glob("worker-*.log"))
+    seen = {log: log.stat().st_size for log in logs}  # the workers' output before this sweep
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         result = sweep(
             train,
@@ -66,8 +74,10 @@ def test_a_sweep_runs_on_workers_by_queue_with_asha(prefect_server: str, workers
         run = by_number[record.number]
         assert run.work_queue_name == ("gpu" if record.config["big"] else "cpu")
         assert run.state is not None
-        # a trial the scheduler stopped ends its flow run Cancelled, with the reason
-        assert run.state.is_cancelled() if record.state == TrialState.PRUNED else run.state.is_completed()
+        # a trial the scheduler stopped ends its flow run Completed under the name "Pruned", with the reason
+        assert run.state.is_completed() and run.state.name == (
+            "Pruned" if record.state == TrialState.PRUNED else "Completed"
+        )
         assert run.parent_task_run_id is not None  # sweep -> trial task -> trial flow run
         assert record.worker and not record.worker.endswith(f":{os.getpid()}")
         trial_task_runs[record.number] = record.task_run_id
@@ -75,7 +85,16 @@ def test_a_sweep_runs_on_workers_by_queue_with_asha(prefect_server: str, workers
     with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
         for number, task_run_id in trial_task_runs.items():
             assert task_run_id is not None
-            assert client.read_task_run(UUID(task_run_id)).name == f"trial-{number}"
+            task_run = wait_task_run_final(client, UUID(task_run_id))
+            assert task_run.name == f"trial-{number}"
+            assert task_run.state_name == by_number[number].state_name  # type: ignore[union-attr]
+    # the workers (and the trial flow runs they started) logged no error and no traceback for stopped trials
+    for log in logs:
+        with open(log, "rb") as f:
+            f.seek(seen[log])
+            output = f.read().decode(errors="replace")
+        noisy = [line for line in output.splitlines() if "ERROR" in line or "Traceback" in line]
+        assert not noisy, f"{log.name}:\n" + "\n".join(noisy[:20])
 
 
 def test_a_function_workers_cannot_import_is_refused_before_anything_runs(sqlite_url: str) -> None:
@@ -238,9 +257,10 @@ def test_launching_an_attempt_again_returns_its_flow_run(
     spec = TrialSpec(record.id, 0, "relaunch", record.config, objectives, None, True, sweep_id=sid)
     settings = WorkPoolExecutor(pool="hpo")
     with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
-        first = RemoteExecutor(settings, store, "tests.workpool_train:train").job(record, spec).launch()
+        first = WorkPoolTrials(settings, store, "tests.workpool_train:train", pg_url).job(record, spec).launch()
         # a parent that restarted launches the same attempt again, from a fresh executor and store
-        again = RemoteExecutor(settings, SqlTrialStore(pg_url), "tests.workpool_train:train").job(record, spec).launch()
+        again = WorkPoolTrials(settings, SqlTrialStore(pg_url), "tests.workpool_train:train", pg_url)
+        again = again.job(record, spec).launch()
         assert again.id == first.id
         assert wait_final(client, first.id).state.is_completed()
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[first.name])))
@@ -289,7 +309,6 @@ def test_population_based_training_passes_checkpoints_between_flow_runs(
     import cloudpickle
 
     from benchmarks.problems import noisy_sgd_trial
-    from prefect_hpo.trial import checkpoint_path
 
     checkpoints = str(tmp_path / "checkpoints")
     with temporary_settings({PREFECT_API_URL: prefect_server}):
@@ -300,7 +319,7 @@ def test_population_based_training_passes_checkpoints_between_flow_runs(
             budget=Budget(max_trials=4, max_concurrent=2),
             storage=pg_url,
             name="pbt-on-workers",
-            scheduler={"type": "pbt", "population": 2, "interval": 2, "generations": 2, "quantile": 0.5},
+            strategy={"type": "pbt", "population": 2, "interval": 2, "generations": 2, "quantile": 0.5},
             seed=0,
             executor=WorkPoolExecutor(pool="hpo"),
             checkpoints=checkpoints,
@@ -311,7 +330,49 @@ def test_population_based_training_passes_checkpoints_between_flow_runs(
     second = [r for r in records.values() if r.lineage and r.lineage["generation"] == 1]
     assert len(second) == 2 and sum("exploited" in (r.lineage or {}) for r in second) == 1
     for record in second:  # each went on from its parent's checkpoint, written by another flow run
-        with open(f"{checkpoint_path(checkpoints, 'pbt-on-workers', record.number)}/checkpoint.pkl", "rb") as f:
+        with open(f"{result.checkpoint_path(record.number)}/checkpoint.pkl", "rb") as f:
             state = cloudpickle.load(f)
         assert record.lineage is not None
         assert state["step"] == 4 and state["path"] == [record.lineage["parent"], record.number]
+
+
+def test_a_password_never_reaches_prefect_on_a_work_pool(
+    prefect_server: str, workers: dict[str, int], pg_password_url: tuple[str, str]
+) -> None:
+    """The store is named by a Secret block: the parent resolves it, each trial resolves it on its worker,
+    and no flow run, task run, log, artifact or event on the server holds the password."""
+    url, password = pg_password_url
+    block = f"hpo-pool-db-{uuid.uuid4().hex[:8]}"
+    space = {"q": {"type": "float", "low": 0, "high": 1}}
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        Secret(value=url).save(block)
+        result = sweep(
+            train,
+            {"q": Float(0.0, 1.0), "big": Categorical([False])},
+            "loss",
+            "random",
+            Budget(max_trials=4, max_concurrent=2),
+            storage=f"block:{block}",
+            name="pool-secret",
+            seed=0,
+            executor=WorkPoolExecutor(pool="hpo"),
+        )
+        # the sweep deployment's form: the server checks a run's parameters against SweepSpec's schema and
+        # refuses a password before it stores anything
+        spec = {"name": "pool-secret-spec", "train": "tests.workpool_train:train", "space": space, "storage": url}
+        with pytest.raises(PrefectHTTPStatusError, match="409"):
+            run_deployment("hpo-run-sweep/hpo-sweep", parameters={"spec": spec}, timeout=0)
+        flush_to_server()
+        with get_client(sync_client=True) as client:
+            (parent,) = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["pool-secret"]))
+            )
+            wait_for_events(client, "prefect.flow-run.Completed", 1, f"prefect.flow-run.{parent.id}")
+            trial_runs = [r for r in client.read_flow_runs() if r.name.startswith("pool-secret-trial-")]
+            records = server_records(client)
+    assert len(result.records) == 4 and {r.state for r in result.records} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert parent.parameters["options"]["storage"] == f"block:{block}"
+    assert parent.parameters["storage_url"] == "**********"
+    assert len(trial_runs) == 4 and {r.parameters["storage"] for r in trial_runs} == {f"block:{block}"}
+    assert not [r for r in records["flow runs"] if "pool-secret-spec" in r]  # no flow run was created for it
+    assert leaks(records, password) == {}

@@ -54,15 +54,15 @@ def test_summary_is_best_first_and_failures_say_why() -> None:
         record(0, TrialState.COMPLETE, (0.5,), lr=0.1, layers=[1, 2]),
         record(1, TrialState.FAIL, None, lr=0.2, layers=[1]),
         record(2, TrialState.COMPLETE, (0.2,), lr=0.3, layers=[3]),
-        record(3, TrialState.PRUNED, (0.1,), lr=0.4, layers=[3]),  # pruned values do not rank
+        record(3, TrialState.PRUNED, (0.1,), lr=0.4, layers=[3]),  # stopped early: ranked by its value too
     ]
     records[1] = replace(records[1], error="Traceback ...\nValueError: boom")
     rows = summary_rows(records, (Objective("loss"),), ui_url="http://ui:4200")
-    assert [r["number"] for r in rows] == [2, 0, 1, 3]
-    assert rows[0]["loss"] == 0.2 and rows[0]["param layers"] == "[3]"
-    assert rows[2]["reason"] == "ValueError: boom"
+    assert [r["number"] for r in rows] == [3, 2, 0, 1]
+    assert rows[1]["loss"] == 0.2 and rows[1]["param layers"] == "[3]"
+    assert rows[3]["reason"] == "ValueError: boom"
     maxed = summary_rows(records, (Objective("loss", "max"),))
-    assert [r["number"] for r in maxed][:2] == [0, 2]
+    assert [r["number"] for r in maxed] == [0, 2, 3, 1]
 
 
 def test_a_long_summary_keeps_the_best_rows() -> None:
@@ -171,21 +171,21 @@ def test_a_bad_interval_is_named(sqlite_url: str) -> None:
 
 PLOT_PARENT = """
 import os, sys
-from prefect_hpo import Float, SearchSpace, SqlTrialStore
-from prefect_hpo.reporting.artifacts import PlotReporter
+from prefect_hpo import Float, SearchSpace
+from prefect_hpo.reporting.artifacts import PlotDrawer
 
 if __name__ == "__main__":
-    reporter = PlotReporter(SqlTrialStore(sys.argv[1]), 1, SearchSpace.build({"x": Float(0, 1)}), sys.argv[2])
-    print(reporter._drawer.submit(os.getpid).result(), flush=True)  # the helper process, started and ready
+    reporter = PlotDrawer(SearchSpace.build({"x": Float(0, 1)}), sys.argv[1])
+    print(reporter._drawer.pool.schedule(os.getpid).result(), flush=True)  # the helper process, started and ready
     sys.stdin.read()  # until the test kills this process
 """
 
 
-def test_the_plot_helper_process_leaves_with_a_killed_parent(tmp_path: Path, sqlite_url: str) -> None:
+def test_the_plot_helper_process_leaves_with_a_killed_parent(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(PLOT_PARENT)
     parent = subprocess.Popen(
-        [sys.executable, str(script), sqlite_url, str(tmp_path / "plots")],
+        [sys.executable, str(script), str(tmp_path / "plots")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

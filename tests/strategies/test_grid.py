@@ -26,8 +26,8 @@ SPACE = SearchSpace.build({"a": Categorical(["x", "y"]), "b": Float(0.0, 1.0)})
 def test_every_point_once_then_none() -> None:
     grid = build_strategy("grid", SPACE, (Objective("loss"),), grid_resolution=3)
     asked = []
-    while (config := grid.ask()) is not None:
-        asked.append(config)
+    while (suggestion := grid.ask()) is not None:
+        asked.append(suggestion.config)
     assert len(asked) == 6 == len({config_hash(c) for c in asked})
     assert grid.ask() is None
 
@@ -38,6 +38,6 @@ def test_told_points_are_skipped() -> None:
     for i, config in enumerate(first_two):
         grid.tell(record(config, i))
     rest = []
-    while (config := grid.ask()) is not None:
-        rest.append(config)
+    while (suggestion := grid.ask()) is not None:
+        rest.append(suggestion.config)
     assert len(rest) == 4 and all(c not in first_two for c in rest)

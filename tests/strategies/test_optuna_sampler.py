@@ -12,7 +12,7 @@ from prefect_hpo.errors import StrategyError
 from prefect_hpo.objective import Objective
 from prefect_hpo.records import TrialRecord, TrialState
 from prefect_hpo.space import Categorical, Float, Int, SearchSpace, config_hash
-from prefect_hpo.strategies import STRATEGY_NAMES, OptunaStrategy, build_strategy
+from prefect_hpo.strategies import STRATEGY_NAMES, OptunaStrategy, Suggestion, build_strategy
 
 SPACE = SearchSpace.build({"x": Float(-5.0, 5.0), "n": Int(1, 8), "act": Categorical(["relu", "tanh"])})
 LOSS = (Objective("loss"),)
@@ -30,7 +30,7 @@ def drive(strategy_name: str, seed: int, n: int = 12, objectives: tuple[Objectiv
     strategy = build_strategy(strategy_name, SPACE, objectives, seed=seed)
     configs = []
     for i in range(n):
-        config = strategy.ask()
+        config = strategy.ask().config
         assert config is not None
         SPACE.validate_config(config)
         loss = (config["x"] - 1.0) ** 2 + config["n"]
@@ -56,7 +56,7 @@ def test_tpe_learns_from_what_it_is_told() -> None:
     strategy = build_strategy("tpe", space, LOSS, seed=3)
     xs = []
     for i in range(60):
-        config = strategy.ask()
+        config = strategy.ask().config
         assert config is not None
         xs.append(config["x"])
         strategy.tell(finished(config, i, (abs(config["x"] - 4.0),)))
@@ -91,13 +91,13 @@ def test_a_sampler_instance_and_unknown_names() -> None:
         build_strategy("hyperopt", SPACE, LOSS)
     with pytest.raises(StrategyError, match="neither a name"):
         build_strategy(42, SPACE, LOSS)  # type: ignore[arg-type]
-    assert set(STRATEGY_NAMES) == {"grid", "rl", "random", "tpe", "gp", "cmaes", "qmc", "nsga2", "bohb"}
+    assert set(STRATEGY_NAMES) == {"grid", "rl", "random", "tpe", "gp", "cmaes", "qmc", "nsga2", "bohb", "pbt"}
 
 
 def test_stopped_trials_tell_tpe_where_they_stopped() -> None:
     strategy = build_strategy("tpe", SPACE, LOSS, seed=0)
     assert isinstance(strategy, OptunaStrategy)
-    config = strategy.ask()
+    config = strategy.ask().config
     assert config is not None
     stopped = TrialRecord(
         id=0,
@@ -126,3 +126,13 @@ def test_stopped_trials_tell_tpe_where_they_stopped() -> None:
     asked, added = strategy.study.trials
     assert asked.state == added.state == optuna.trial.TrialState.PRUNED
     assert asked.intermediate_values == {3: 0.7} and added.intermediate_values == {9: 0.9}
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_the_largest_seed_works_for_a_continued_sweep(name: str) -> None:
+    """A continued sweep moves the seed on (seed + trials stored); from the largest seed sweep() accepts,
+    that wraps around instead of passing numpy's 2**32 - 1."""
+    levels = (1, 3, 9) if name == "bohb" else ()
+    objectives = (*LOSS, Objective("acc", "max")) if name == "nsga2" else LOSS
+    strategy = build_strategy(name, SPACE, objectives, seed=2**32 - 1, rung_levels=levels, stored_trials=3)
+    assert isinstance(strategy.ask(), Suggestion)

@@ -49,7 +49,7 @@ def test_the_policy_moves_towards_the_reward() -> None:
     assert isinstance(strategy, RLStrategy)
     losses = []
     for number in range(200):
-        config = strategy.ask()
+        config = strategy.ask().config
         assert config is not None
         assert ("dropout" in config) == (config["depth"] >= 2)  # conditions hold
         losses.append(loss(config))
@@ -63,7 +63,7 @@ def test_the_policy_moves_towards_the_reward() -> None:
 def test_state_dict_moves_the_searcher_to_another_process() -> None:
     first = RLStrategy(SPACE, Objective("loss"), seed=3)
     for number in range(30):
-        config = first.ask()
+        config = first.ask().config
         assert config is not None
         first.tell(finished(number, config))
     state = json.loads(json.dumps(first.state_dict()))  # JSON-safe: it travels as text

@@ -17,7 +17,7 @@ LOSS = (Objective("loss"),)
 
 def _told(strategy: object, n: int) -> None:
     for number in range(n):
-        config = strategy.ask()  # type: ignore[attr-defined]
+        config = strategy.ask().config  # type: ignore[attr-defined]
         value = (config["x"] - 0.4) ** 2 + (config["k"] != "b")
         strategy.tell(  # type: ignore[attr-defined]
             TrialRecord(

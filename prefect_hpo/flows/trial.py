@@ -15,15 +15,18 @@ from typing import Any
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.states import Cancelled
 
+from prefect_hpo.checkpoint_layout import legacy_folder
 from prefect_hpo.errors import StoreError
+from prefect_hpo.executors.run_states import trial_run_state
 from prefect_hpo.importing import load_function
 from prefect_hpo.objective import build_objectives
 from prefect_hpo.records import Outcome, TrialState
 from prefect_hpo.schedulers import scheduler_from_dict
+from prefect_hpo.storage_refs import resolve
 from prefect_hpo.store.sql import SqlTrialStore
-from prefect_hpo.trial import TrialSpec, run_training
+from prefect_hpo.training import run_training
+from prefect_hpo.trial import TrialSpec
 
 
 class Heartbeat:
@@ -62,14 +65,25 @@ def _cancelled_instead(outcome: Outcome) -> Outcome:
     return replace(outcome, state=TrialState.PRUNED, reason=reason)
 
 
+def _checkpoint_path(spec: dict[str, Any], number: int) -> str | None:
+    """The trial's checkpoint folder as the parent resolved it; a flow run launched by a release from before
+    per-sweep folders names the root instead, and its trials use the old folder (`<root>/<cleaned name>`)."""
+    if "checkpoint_path" in spec or not spec.get("checkpoint_root"):
+        return spec.get("checkpoint_path")
+    return f"{str(spec['checkpoint_root']).rstrip('/')}/{legacy_folder(spec['sweep_name'])}/trial-{number}"
+
+
 @flow(name="hpo-trial", log_prints=False)
 def hpo_trial(storage: str, sweep_id: int, number: int, train: str, spec: dict[str, Any]) -> Any:
     """Run trial `number` of sweep `sweep_id` and record its end in the store.
 
-    Returns the trial's state name; a trial stopped early ends its flow run Cancelled,
-    with the reason, so the Prefect UI shows it as stopped too.
+    `storage` names the store as the sweep passed it: "env:NAME" or "block:NAME", resolved here on the
+    worker (its environment, or the Secret block on its Prefect server), or a URL without credentials.
+
+    Returns the trial's state name; the flow run ends in a state named after the trial's end: a
+    trial stopped early ends Completed with the name "Pruned" and the reason, a failed one Failed.
     """
-    store = SqlTrialStore(storage)
+    store = SqlTrialStore(resolve(storage), create=False)  # the sweep made it: missing means deleted
     try:
         record = store.trial(sweep_id, number)
         if record.state != TrialState.RUNNING:
@@ -89,7 +103,7 @@ def hpo_trial(storage: str, sweep_id: int, number: int, train: str, spec: dict[s
             attempt=record.attempt,
             # the parent's word (a PBT member starts from its parent's step); else a resumed attempt's last step
             resume_step=spec.get("resume_step", record.last_step if record.attempt > 1 else None),
-            checkpoint_root=spec.get("checkpoint_root"),
+            checkpoint_path=_checkpoint_path(spec, number),
             max_total_steps=spec.get("max_total_steps"),
         )
         with Heartbeat(store, record.id, float(spec.get("heartbeat_interval", 2.0))):
@@ -100,8 +114,8 @@ def hpo_trial(storage: str, sweep_id: int, number: int, train: str, spec: dict[s
             final = store.finish_trial(record.id, outcome)
         except StoreError:  # the sweep decided first (time limit, lost heartbeat): its record stands
             return store.trial(sweep_id, number).state.value
-        if final.state == TrialState.PRUNED:
-            return Cancelled(message=f"trial {number} stopped: {final.reason}")
-        return final.state.value
+        # the flow run ends in the trial's own state; a returned Cancelled state made Prefect's engine
+        # raise CancelledRun and log a traceback for every trial the scheduler stopped
+        return trial_run_state(final, data=final.state.value)
     finally:
         store.close()

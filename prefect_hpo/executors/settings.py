@@ -1,0 +1,109 @@
+"""Where trials run, as the user says it: `sweep(executor=...)`'s settings, frozen values with no machinery.
+
+`WorkPoolExecutor` and `ClusterExecutor` are settings, not executors: the sweep flow turns them into
+the executor that runs one sweep's trials (`WorkPoolTrials`, `ClusterTrials`; without settings,
+`LocalTrials`). Keeping them apart lets the API, the deployment form and ClearML's vocabulary name
+where trials run without importing how they are run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prefect.task_runners import TaskRunner  # at run time: Prefect's parameter check reads this annotation
+
+from prefect_hpo.errors import PrefectHPOError
+from prefect_hpo.records import Config
+
+#: Where the local executor runs each trial's work: a worker process of its own, or a thread of the parent.
+WorkerKind = Literal["processes", "threads"]
+
+#: What each trial needs ({"gpu": 1}), or a function of its configuration that says it.
+Resources = Mapping[str, float] | Callable[[Config], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class WorkPoolExecutor:
+    """Where trials run: `pool`'s queues, through the trial deployment (settings; `WorkPoolTrials` runs them).
+
+    Args:
+        pool: the work pool's name.
+        deployment: the trial flow's deployment, "flow-name/deployment-name".
+        queues: resource name -> queue; a trial that asks for any of a resource goes to its
+            queue (first match), every other trial to `default_queue`.
+        default_queue: the queue of trials that ask for none of the listed resources.
+        resources: what each trial needs, e.g. {"gpu": 1}, or a function of the config.
+        poll_interval: seconds between looks at a running trial's flow run.
+        heartbeat_interval: seconds between a running trial's heartbeats in the store.
+        heartbeat_timeout: a running trial silent this long is taken for dead (its worker died):
+            its flow run is marked Crashed and the trial FAIL_RECOVERABLE, to be retried.
+    """
+
+    pool: str = "hpo"
+    deployment: str = "hpo-trial/hpo-trial"
+    queues: Mapping[str, str] = field(default_factory=lambda: {"gpu": "gpu"})
+    default_queue: str = "cpu"
+    resources: Resources | None = None
+    poll_interval: float = 0.5
+    heartbeat_interval: float = 2.0
+    heartbeat_timeout: float = 15.0
+
+    def queue_for(self, config: Config) -> str:
+        """The queue a trial with this configuration runs on."""
+        needs = self.resources(config) if callable(self.resources) else (self.resources or {})
+        for resource, name in self.queues.items():
+            if needs.get(resource, 0) > 0:
+                return name
+        return self.default_queue
+
+
+@dataclass(frozen=True)
+class ClusterExecutor:
+    """Where trials run: the Prefect task runner of an existing Dask or Ray cluster (settings;
+    `ClusterTrials` runs them).
+
+    Build one with `ClusterExecutor.dask(address=...)` / `ClusterExecutor.ray(address=...)`,
+    or pass any Prefect task runner. The training function and the store must be
+    reachable from the cluster's workers (cloudpickle sends the function; use a
+    store every worker reaches, PostgreSQL across machines).
+    """
+
+    task_runner: TaskRunner[Any]
+    name: str = "cluster"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def on_this_machine(self) -> bool:
+        """A cluster that `dask()` / `ray()` starts here for the sweep (no address; for Ray, no RAY_ADDRESS):
+        its workers can reach this machine's temporary Prefect server."""
+        if self.name not in ("dask", "ray") or self.options.get("address"):
+            return False
+        return not (self.name == "ray" and os.environ.get("RAY_ADDRESS"))
+
+    @classmethod
+    def dask(cls, address: str | None = None, **cluster_kwargs: Any) -> ClusterExecutor:
+        """Trials on the Dask cluster at `address`, or on a temporary local cluster built from `cluster_kwargs`
+        (e.g. `n_workers=2, threads_per_worker=1`) when no address is given. Needs `prefect-hpo[dask]`."""
+        try:
+            from prefect_dask.task_runners import DaskTaskRunner  # an optional extra, imported when asked for
+        except ImportError:
+            raise PrefectHPOError(
+                "executor: the Dask executor needs prefect-dask; install it with `pip install 'prefect-hpo[dask]'`"
+            ) from None
+        runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(cluster_kwargs=cluster_kwargs)
+        return cls(runner, "dask", {"address": address, **cluster_kwargs})
+
+    @classmethod
+    def ray(cls, address: str | None = None, **init_kwargs: Any) -> ClusterExecutor:
+        """Trials on the Ray cluster at `address` (default: a local Ray started for the sweep).
+        Needs `prefect-hpo[ray]`."""
+        try:
+            from prefect_ray.task_runners import RayTaskRunner  # an optional extra, imported when asked for
+        except ImportError:
+            raise PrefectHPOError(
+                "executor: the Ray executor needs prefect-ray; install it with `pip install 'prefect-hpo[ray]'`"
+            ) from None
+        return cls(RayTaskRunner(address=address, init_kwargs=init_kwargs or None), "ray", {"address": address})
