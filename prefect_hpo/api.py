@@ -218,7 +218,11 @@ def run_sweep(options: SweepOptions, url: str) -> SweepResult:
                 settings.enter_context(without_heartbeats())
                 if isinstance(executor, ClusterExecutor) and executor.on_this_machine:
                     settings.enter_context(shared_with_cluster_workers())
-            state = run(options, SecretStr(url), return_state=True)
+            try:
+                state = run(options, SecretStr(url), return_state=True)
+            except Exception as exc:
+                _raise_if_cluster_start(exc, executor)
+                raise
     if state.is_cancelled():  # Ctrl-C or SIGTERM: what ran is stored, and the same call continues it
         install_quiet_hook()
         raise sweep_interrupted(state.message or "the sweep was interrupted")
@@ -227,5 +231,16 @@ def run_sweep(options: SweepOptions, url: str) -> SweepResult:
     except PrefectHPOError as exc:  # an error that names its fix: left uncaught, its message, not a traceback
         install_quiet_hook()
         raise quiet(exc)  # noqa: B904 - the same exception, raised again
+    except Exception as exc:
+        _raise_if_cluster_start(exc, executor)
+        raise
     assert isinstance(result, SweepResult)
     return result
+
+
+def _raise_if_cluster_start(error: Exception, executor: object) -> None:
+    """Raise the clear word instead of `error` when it is a cluster failing to start."""
+    explained = executor.explain_start_failure(error) if isinstance(executor, ClusterExecutor) else None
+    if explained is not None:
+        install_quiet_hook()
+        raise quiet(explained) from None

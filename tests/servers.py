@@ -116,23 +116,3 @@ def wait_final(client: Any, run_id: Any, within: float = 120) -> Any:
             return run
         time.sleep(0.2)
     raise AssertionError(f"flow run {run_id} did not end within {within}s")
-
-
-def wait_task_run_final(client: Any, task_run_id: Any, within: float = 120) -> Any:
-    """The task run once the server has recorded it in a final state (polling every 0.2 s).
-
-    Task runs reach the server as events, which it records in the background: right after a sweep, on a busy
-    machine, a task run the store names may not be readable yet."""
-    from prefect.exceptions import ObjectNotFound
-
-    flush_to_server()
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            run = client.read_task_run(task_run_id)
-        except ObjectNotFound:
-            run = None
-        if run is not None and run.state is not None and run.state.is_final():
-            return run
-        time.sleep(0.2)
-    raise AssertionError(f"task run {task_run_id} was not recorded in a final state within {within}s")

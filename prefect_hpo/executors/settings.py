@@ -83,6 +83,19 @@ class ClusterExecutor:
             return False
         return not (self.name == "ray" and os.environ.get("RAY_ADDRESS"))
 
+    def explain_start_failure(self, error: BaseException) -> PrefectHPOError | None:
+        """The clear word for `error` when it is this cluster failing to start, else None.
+
+        Ray starts a local node with a fixed 30 s wait (ray._private.node, not a setting) and fails on a busy
+        machine; a node started once beforehand is not subject to it.
+        """
+        if self.name == "ray" and "timed out during startup" in str(error):
+            return PrefectHPOError(
+                "executor: the local Ray node did not start within Ray's fixed 30 s (is the machine busy?); "
+                "start Ray once with `ray start --head` and pass ClusterExecutor.ray(address='auto')"
+            )
+        return None
+
     @classmethod
     def dask(cls, address: str | None = None, **cluster_kwargs: Any) -> ClusterExecutor:
         """Trials on the Dask cluster at `address`, or on a temporary local cluster built from `cluster_kwargs`

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psutil
 import pytest
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_hpo import Budget, ClusterExecutor, Float, PrefectHPOError, TrialState, sweep
 from prefect_hpo.schedulers import ASHAScheduler
@@ -25,6 +30,25 @@ def curve(config: dict[str, Any], trial: Trial) -> dict[str, float]:
         loss = config["q"] + 1.0 / epoch
         trial.report(epoch, loss=loss, pid=float(os.getpid()))
     return {"loss": loss, "pid": float(os.getpid())}
+
+
+def endless(config: dict[str, Any], trial: Trial) -> float:
+    """Reports when its training began, then runs until it is stopped."""
+    trial.report(0, loss=1.0, began=time.time())
+    while True:
+        time.sleep(0.05)
+
+
+@contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """`count` processes that keep a core busy each, as other work on a user's machine does."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 def dies_once(config: dict[str, Any], trial: Trial) -> float:
@@ -94,6 +118,26 @@ def test_a_lost_cluster_worker_leaves_the_trial_recoverable_and_it_is_retried(sq
     assert left_behind(TEST_MARKER, os.environ[TEST_MARKER], within=15.0, which=a_workers_server) == []
 
 
+def test_a_trial_time_limit_holds_on_a_cluster_beside_busy_processes(sqlite_url: str) -> None:
+    """A 3 s trial_time_limit ends the training within about a second of its limit on a busy machine."""
+    with busy_processes(2):
+        result = sweep(
+            endless,
+            {"q": Float(0.0, 1.0)},
+            budget=Budget(max_trials=2, max_concurrent=2, trial_time_limit=3),
+            storage=sqlite_url,
+            max_retries=0,
+            executor=local_dask(),
+        )
+    assert len(result.records) == 2
+    began = {report.number: report.metrics["began"] for report in result.reports}
+    for record in result.records:
+        assert record.state == TrialState.FAIL and "trial_time_limit=3s" in (record.reason or ""), record
+        assert record.finished_at is not None
+        ran = record.finished_at.timestamp() - began[record.number]
+        assert 3.0 <= ran <= 5.0, f"trial {record.number} ran {ran:.2f} s under a 3 s limit"
+
+
 def test_a_missing_extra_or_a_wrong_executor_is_named() -> None:
     with pytest.raises(PrefectHPOError, match="executor must be a WorkPoolExecutor, a ClusterExecutor"):
         sweep(curve, {"q": Float(0.0, 1.0)}, executor="dask")  # type: ignore[arg-type]
@@ -109,3 +153,33 @@ def test_only_a_cluster_started_here_is_handed_the_temporary_server(monkeypatch:
     assert not ClusterExecutor.ray(address="ray://10.0.0.5:10001").on_this_machine
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     assert not ClusterExecutor.ray().on_this_machine
+
+
+class _RayThatCannotStart(ThreadPoolTaskRunner):  # type: ignore[type-arg]
+    """A task runner failing as Ray's local node start fails on a busy machine (its fixed 30 s wait cannot be
+    provoked on demand), to see what the user reads."""
+
+    def __enter__(self) -> _RayThatCannotStart:
+        raise Exception(
+            "The current node timed out during startup. This could happen because some of the raylet failed to "
+            "startup or the GCS has become overloaded."
+        )
+
+    def duplicate(self) -> _RayThatCannotStart:
+        return _RayThatCannotStart()
+
+
+def test_a_ray_node_that_cannot_start_is_one_line_naming_the_fix(tmp_path: Any) -> None:
+    executor = ClusterExecutor(_RayThatCannotStart(), "ray")
+    with pytest.raises(PrefectHPOError, match=r"ray start --head.*address='auto'") as caught:
+        sweep(
+            curve,
+            {"q": Float(0.0, 1.0)},
+            budget=Budget(max_trials=2),
+            executor=executor,
+            storage=str(tmp_path / "s.db"),
+            name="ray-start",
+        )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    # the same failure from a Dask cluster is not Ray's and keeps its own words
+    assert ClusterExecutor(_RayThatCannotStart(), "dask").explain_start_failure(Exception("x")) is None
