@@ -171,11 +171,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for server in list(SubprocessASGIServer._instances.values()):
         server.stop()
     _end_fork_server()
-    left = [
-        proc
-        for proc in left_behind(SUITE_MARKER, os.environ[SUITE_MARKER], within=15.0)
-        if not (proc.ppid() == os.getpid() and "multiprocessing.resource_tracker" in " ".join(proc.cmdline()))
-    ]
+
+    def counted(proc: Any) -> bool:  # the resource tracker leaves after this process: not waited for
+        return not (proc.ppid() == os.getpid() and "multiprocessing.resource_tracker" in " ".join(proc.cmdline()))
+
+    left = left_behind(SUITE_MARKER, os.environ[SUITE_MARKER], within=15.0, which=counted)
     if not left:
         return
     lines = [f"  pid {p.pid} (from {_started_by(p)}): {' '.join(p.cmdline())[:200]}" for p in left]
