@@ -371,6 +371,12 @@ class _SweepLoop:
         if final is None:
             raise StoreError(f"trial {handle.record.number} ended without a recorded state")
         if final.state == TrialState.FAIL_RECOVERABLE:
+            if self._interrupting():
+                # Its worker died as the sweep was interrupted (a SIGTERM to the whole process group, as a
+                # scheduler or systemd sends, reaches the workers too): no new attempt now, after the stop;
+                # it stays FAIL_RECOVERABLE, counted among the trials to run again, and the same call, run
+                # again, retries it first.
+                return
             if self._retry(final):
                 return
             final = self.store.give_up(final.id, _gave_up(final))
@@ -379,6 +385,9 @@ class _SweepLoop:
         if final.state.is_finished:
             self.strategy.tell(final)
         self.reporter.trial_ended(final, self.counter.status(self.budget, self.running))
+
+    def _interrupting(self) -> bool:
+        return self.settings.interrupted is not None and self.settings.interrupted() is not None
 
     def _retry(self, trial: TrialRecord) -> bool:
         """Run a recoverable failure (its worker died) again as a new attempt, up to max_retries times

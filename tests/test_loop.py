@@ -236,6 +236,20 @@ class TestRetries:
         assert run.states() == [TrialState.COMPLETE, TrialState.FAIL]
         assert run.record(1).reason == "gave up after 3 failed attempts: oom"
 
+    def test_a_worker_that_dies_as_the_sweep_is_interrupted_runs_again_only_in_the_next_run(self) -> None:
+        """A SIGTERM to the whole process group ends the workers too: no new attempt after the stop."""
+        store = MemoryStore()
+        died = Outcome(TrialState.FAIL_RECOVERABLE, error="the worker process died with exit code -15")
+        first = Run(
+            Counting(), Budget(max_trials=2, max_concurrent=2), by_attempt(died, None), store=store,
+            ends_per_wait=2, max_retries=2, interrupted=lambda: "SIGTERM" if store.trials(SWEEP) else None,
+        )  # fmt: skip
+        assert first.result == LoopResult("interrupted", "interrupted by SIGTERM")
+        assert first.executor.submitted == [(0, 1), (1, 1)]  # no second attempt after the signal
+        assert first.states() == [TrialState.FAIL_RECOVERABLE] * 2
+        second = Run(Counting(), Budget(max_trials=2, max_concurrent=2), complete(), store=store, max_retries=2)
+        assert second.executor.submitted == [(0, 2), (1, 2)] and second.states() == [TrialState.COMPLETE] * 2
+
 
 class TestPromotionAndPause:
     def test_asha_promotes_the_best_paused_trial_before_starting_a_new_one(self) -> None:
