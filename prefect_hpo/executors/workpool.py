@@ -93,6 +93,11 @@ class WorkPoolJob:
                 if state is not None and state.is_final():
                     break
                 now = time.time()
+                if verdict is None and not cancelling_sent and state is not None and state.is_cancelling():
+                    # a person cancelled it (the UI, the API): recorded at once, before its worker ends the
+                    # run, which may take longer than heartbeat_timeout; a silence after this is no death
+                    verdict = Outcome(TrialState.PRUNED, reason=_cancelled_in_prefect(run.id))
+                    self._record(verdict)
                 if running_since is None and state is not None and state.is_running():
                     running_since = now
                 if running_since is not None and verdict is None:
@@ -116,7 +121,7 @@ class WorkPoolJob:
             kind = TrialState.INTERRUPTED if is_interrupt_request(self.cancel_reason) else TrialState.PRUNED
             outcome = Outcome(kind, reason=self.cancel_reason)
         elif state is not None and state.is_cancelled():
-            outcome = Outcome(TrialState.PRUNED, reason=f"flow run {run.id} was cancelled in Prefect; not retried")
+            outcome = Outcome(TrialState.PRUNED, reason=_cancelled_in_prefect(run.id))
         else:
             name = state.name if state is not None else "unknown"
             message = state.message if state is not None else ""
@@ -221,3 +226,7 @@ class WorkPoolTrials(ClosedOnExit):
     def cancel(self, handle: TrialHandle, reason: str) -> None:
         job: WorkPoolJob = handle.detail["job"]
         job.cancel(reason)
+
+
+def _cancelled_in_prefect(run_id: object) -> str:
+    return f"flow run {run_id} was cancelled in Prefect; not retried"
