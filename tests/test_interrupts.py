@@ -22,6 +22,7 @@ from prefect.client.orchestration import get_client
 
 from prefect_hpo import Budget, Categorical, SqlTrialStore, TrialState, sweep
 from prefect_hpo.interrupts import Interrupts
+from prefect_hpo.result import SweepResult
 from tests.interrupt_train import steady
 from tests.processes import group_left
 
@@ -81,6 +82,12 @@ class Child:
     def wait(self) -> int:
         return self.process.wait(timeout=120)  # a hang fails here
 
+    def continue_here(self, workers: str) -> SweepResult:
+        """The child's sweep call, run again in this process: it continues the interrupted sweep."""
+        space = {"x": Categorical(VALUES), "log": str(self.log)}
+        budget = Budget(max_trials=12, max_concurrent=SLOTS)
+        return sweep(steady, space, "loss", "grid", budget, storage=self.storage, name="interrupted", workers=workers)
+
     def text(self) -> str:
         return self.output.read_text(errors="replace")
 
@@ -139,16 +146,7 @@ def test_one_signal_stops_the_sweep_cleanly_and_the_same_call_continues_it(
     assert _flow_run_state(store) == "CANCELLED"
     reached = {r.number: r.last_step for r in store.trials(sid)}
 
-    result = sweep(
-        steady,
-        {"x": Categorical(VALUES), "log": str(child.log)},
-        "loss",
-        "grid",
-        Budget(max_trials=12, max_concurrent=SLOTS),
-        storage=child_storage,
-        name="interrupted",
-        workers=workers,
-    )
+    result = child.continue_here(workers)
     records = {r.number: r for r in result.records}
     assert len(records) == 12 and all(r.state == TrialState.COMPLETE for r in records.values())
     assert len({r.config_hash for r in records.values()}) == 12  # nothing evaluated twice
@@ -190,16 +188,7 @@ def test_a_sigterm_to_the_whole_group_stops_the_sweep_without_running_a_trial_ag
     left = {r.number: r.state for r in store.trials(sid) if r.state != TrialState.COMPLETE}
     assert left and set(left.values()) <= {TrialState.INTERRUPTED, TrialState.FAIL_RECOVERABLE}
     store.close()
-    result = sweep(
-        steady,
-        {"x": Categorical(VALUES), "log": str(child.log)},
-        "loss",
-        "grid",
-        Budget(max_trials=12, max_concurrent=SLOTS),
-        storage=sqlite_url,
-        name="interrupted",
-        workers="processes",
-    )
+    result = child.continue_here("processes")
     assert len(result.records) == 12 and all(r.state == TrialState.COMPLETE for r in result.records)
     assert len({r.config_hash for r in result.records}) == 12
 
