@@ -24,6 +24,7 @@ from prefect_hpo.objective import Objective
 from prefect_hpo.options import SweepOptions
 from prefect_hpo.records import Constraint
 from prefect_hpo.reporting.callback import TrialCallback
+from prefect_hpo.resources import ResourcesOption
 from prefect_hpo.result import SweepResult
 from prefect_hpo.schedulers import Scheduler
 from prefect_hpo.space import SearchSpace
@@ -66,6 +67,9 @@ def sweep(
     constraint: Constraint | None = None,
     max_rejections_in_a_row: int = 20,
     keep_top_k: int | None = None,
+    resources: ResourcesOption | None = None,
+    devices: Sequence[str | int] | str | None = "auto",
+    capacity: Mapping[str, float] | None = None,
 ) -> SweepResult:
     """Search `space` for the configuration that optimises `objective`, as a Prefect flow.
 
@@ -123,6 +127,17 @@ def sweep(
         artifact_interval: least seconds between two updates of the sweep's Prefect artifacts
             (summary table, best configuration, progress, budget); a last update is always made
             when the sweep ends. None: no artifacts.
+        resources: what each trial needs: {"gpu": 1, "cpu": 2}, a share of one GPU ({"gpu": 0.25}: four trials
+            on a device), whole GPUs ({"gpu": 2}), custom resources by name (declared in `capacity`), or a
+            function of the configuration that returns such a mapping. On this machine a trial starts only
+            when what it asks for is free; its process gets CUDA_VISIBLE_DEVICES of its GPUs and its CPU share
+            as OMP/MKL/OpenBLAS thread counts (`trial.devices`, `trial.resources`). Default: no GPU, and an even
+            share of the cores (cores / max_concurrent threads each). On a work pool, a trial asking for a GPU
+            goes to the GPU queue.
+        devices: this machine's GPUs: "auto" (default: CUDA_VISIBLE_DEVICES, else NVML, else nvidia-smi),
+            None (none), or their ids ([0, 1]).
+        capacity: this machine's cores ({"cpu": 8}) and custom resources ({"license": 2}), where they differ
+            from what is found (the cores this process may use; no custom resource).
 
     Raises:
         PrefectHPOError (a subclass naming the field) for bad input, before any trial runs;
@@ -155,6 +170,9 @@ def sweep(
         constraint=constraint,
         max_rejections_in_a_row=max_rejections_in_a_row,
         keep_top_k=keep_top_k,
+        resources=resources,
+        devices=devices,
+        capacity=capacity,
     )
     url = validate_sweep(options, storage)
     if validate_only:  # the first spelling of validate_sweep(), kept for the calls that use it
@@ -204,6 +222,7 @@ def run_sweep(options: SweepOptions, url: str) -> SweepResult:
         limits.max_concurrent,
         processes=executor is None and options.workers == "processes",
         plots=options.artifact_interval is not None,
+        fresh=options.fresh_processes(),
     )
     # a server this starts: no telemetry errors, time for a first start, a Ctrl-C does not stop it
     with head_start, temporary_server_settings():

@@ -70,8 +70,10 @@ class HeadStart:
     machine); the plot helper starts when `plots`. Both start from the one fork server, in the background:
     entering returns at once."""
 
-    def __init__(self, train: TrainFn, storage_url: str, slots: int, *, processes: bool, plots: bool) -> None:
-        self._train, self._storage_url, self._slots = train, storage_url, slots
+    def __init__(
+        self, train: TrainFn, storage_url: str, slots: int, *, processes: bool, plots: bool, fresh: bool = False
+    ) -> None:
+        self._train, self._storage_url, self._slots, self._fresh = train, storage_url, slots, fresh
         self._start_processes, self._start_plots = processes, plots
         self._runner: ProcessRunner | None = None
         self._drawer: PlotHelper | None = None
@@ -80,7 +82,7 @@ class HeadStart:
     def __enter__(self) -> HeadStart:
         _end_fork_server_at_exit()
         if self._start_processes:
-            self._runner = ProcessRunner(self._train, self._storage_url, self._slots)
+            self._runner = ProcessRunner(self._train, self._storage_url, self._slots, fresh=self._fresh)
             self._runner.start_workers()
         if self._start_plots:
             self._drawer = start_drawer()
@@ -99,9 +101,10 @@ class HeadStart:
         if drawer is not None:
             drawer.stop()
 
-    def take_runner(self, train: TrainFn, storage_url: str, slots: int) -> ProcessRunner | None:
+    def take_runner(self, train: TrainFn, storage_url: str, slots: int, fresh: bool = False) -> ProcessRunner | None:
         """The started worker pool, if it was started for these settings; the caller then owns (closes) it."""
-        if self._runner is None or (train, storage_url, slots) != (self._train, self._storage_url, self._slots):
+        wanted = (train, storage_url, slots, fresh)
+        if self._runner is None or wanted != (self._train, self._storage_url, self._slots, self._fresh):
             return None
         runner, self._runner = self._runner, None
         return runner

@@ -27,6 +27,7 @@ from prefect_hpo.loop_settings import LoopResult, LoopSettings, trial_spec
 from prefect_hpo.loop_store import LoopStore
 from prefect_hpo.records import Config, Outcome, TrialRecord, TrialState, interrupt_request
 from prefect_hpo.reporting.base import Reporter
+from prefect_hpo.resources import ResourceLedger, never_fits
 from prefect_hpo.schedulers.base import PromotingScheduler
 from prefect_hpo.space import config_hash
 from prefect_hpo.strategies.base import Exhausted, MultiFidelityStrategy, ResumableStrategy, Strategy, Suggestion, Wait
@@ -94,6 +95,15 @@ class _SweepLoop:
         self.promoter = scheduler if isinstance(scheduler, PromotingScheduler) and scheduler.promotes else None
         self.adopter = executor if isinstance(executor, AdoptingExecutor) else None
         self.fail_fast = FailFast(self.budget.fail_fast)  # counts this run's ends only
+        #: who holds what of this machine's GPUs and cores (None: trials are placed where they run)
+        inventory = settings.inventory
+        self.ledger = None if inventory is None else ResourceLedger(inventory, self.budget.max_concurrent)
+        #: new configurations that wait for resources to free, oldest first; `passed_over` counts the later ones
+        #: that started before the oldest, and past `patience` nothing new starts before it (so a trial that
+        #: needs two GPUs is not starved by a stream of small ones)
+        self.held: list[tuple[Suggestion, str]] = []
+        self.passed_over = 0
+        self.patience = 2 * max(1, len(inventory.devices)) if inventory is not None else 0
 
     def run(self) -> LoopResult:
         self._reconcile_orphans()
@@ -196,8 +206,9 @@ class _SweepLoop:
         return LoopResult("interrupted", reason)
 
     def _resume_interrupted(self) -> bool:
-        """Run the next trial an interrupt stopped in an earlier run again, if any (from its checkpoint)."""
-        if not self.interrupted:
+        """Run the next trial an interrupt stopped in an earlier run again, if any (from its checkpoint), once
+        its resources are free."""
+        if not self.interrupted or not self._place(self.interrupted[0].number, self.interrupted[0].config):
             return False
         record = self.store.resume_trial(self.interrupted.pop(0).id)
         self.running[record.number] = self.executor.submit(record, self._spec(record))
@@ -205,11 +216,13 @@ class _SweepLoop:
         return True
 
     def _start_new_trials(self) -> None:
-        """Fill free slots with new configurations while the budget and the space allow."""
+        """Fill free slots with new configurations while the budget and the space allow (those waiting for
+        resources first)."""
+        self._start_held()
         while (
             self.exhausted is None
-            and len(self.running) < self.budget.max_concurrent
-            and may_start(self.budget, self.counter, self.started_in_this_run)
+            and len(self.running) + len(self.held) < self.budget.max_concurrent
+            and may_start(self.budget, self.counter, self.started_in_this_run, waiting=len(self.held))
         ):
             answer = self.strategy.ask()
             if isinstance(answer, Wait):
@@ -225,7 +238,7 @@ class _SweepLoop:
                 continue
             key = config_hash(config)
             if suggestion.may_repeat:  # PBT: members go on with their configuration
-                self._start(suggestion, key)
+                self._start_or_hold(suggestion, key)
                 continue
             in_flight = any(h.record.config_hash == key for h in self.running.values())
             seen = None
@@ -241,7 +254,41 @@ class _SweepLoop:
                 self._record_duplicate(config, key, seen)
                 continue
             self.duplicates_in_a_row = 0
-            self._start(suggestion, key)
+            self._start_or_hold(suggestion, key)
+
+    def _start_or_hold(self, suggestion: Suggestion, key: str) -> None:
+        """Start a new configuration where its resources fit now, else keep it waiting (in order)."""
+        if self.held and self.passed_over >= self.patience:
+            self.held.append((suggestion, key))  # the oldest waiting trial has been passed over enough
+        elif self._start(suggestion, key):
+            self.passed_over += int(bool(self.held))
+        else:
+            self.held.append((suggestion, key))
+
+    def _start_held(self) -> None:
+        """Start the configurations waiting for resources that fit now, oldest first; a later one passes the
+        oldest only `patience` times, then what frees up waits for it."""
+        index = 0
+        while index < len(self.held) and len(self.running) < self.budget.max_concurrent:
+            oldest = index == 0
+            if not oldest and self.passed_over >= self.patience:
+                return
+            if self._start(*self.held[index]):
+                del self.held[index]
+                self.passed_over = 0 if oldest else self.passed_over + 1
+            else:
+                index += 1
+
+    def _place(self, number: int, config: Config) -> bool:
+        """Hold this machine's resources for trial `number` if its request fits now (always, where trials are
+        placed elsewhere). A request that can never fit stops the sweep, with what was asked and what exists."""
+        if self.ledger is None:
+            return True
+        request = self.settings.options.requested(config)
+        why = never_fits(request, self.ledger.inventory)
+        if why is not None:
+            self._stop(why, PrefectHPOError(f"trial {number} ({config}): {why}"))
+        return self.ledger.place(number, request) is not None
 
     def _suggestion(self, answer: object) -> Suggestion:
         """A proposal as a `Suggestion` (a bare configuration is a plain one); anything else is refused."""
@@ -285,8 +332,11 @@ class _SweepLoop:
         self.stored_keys.add(record.config_hash)
         return record
 
-    def _start(self, suggestion: Suggestion, key: str) -> None:
-        """Record a new trial RUNNING and submit it (from its parent's checkpoint, when it has one)."""
+    def _start(self, suggestion: Suggestion, key: str) -> bool:
+        """Record a new trial RUNNING and submit it (from its parent's checkpoint, when it has one), if its
+        resources fit now; False (nothing recorded) where they do not."""
+        if not self._place(self.number, suggestion.config):
+            return False
         scheduler = self.settings.scheduler
         bracket = scheduler.bracket_for(self.number) if scheduler else 0
         lineage = suggestion.stored_lineage()
@@ -297,6 +347,7 @@ class _SweepLoop:
         self.counter.started += 1
         self.started_in_this_run += 1
         self.reporter.trial_started(record)
+        return True
 
     def _inherit_checkpoint(self, parent: int, child: int) -> None:
         """Copy the parent trial's checkpoint folder to the child's (PBT: exploit, or a member going on)."""
@@ -357,7 +408,10 @@ class _SweepLoop:
         choice = self.promoter.next_promotion(self.store, self.sid)
         if choice is None:
             return False
-        record = self.store.resume_trial(self.store.trial(self.sid, choice[0]).id)
+        paused = self.store.trial(self.sid, choice[0])
+        if not self._place(paused.number, paused.config):
+            return False
+        record = self.store.resume_trial(paused.id)
         self.running[record.number] = self.executor.submit(record, self._spec(record))
         self.reporter.trial_started(record)
         return True
@@ -365,6 +419,8 @@ class _SweepLoop:
     def _settle(self, handle: TrialHandle) -> None:
         """Take in one ended attempt: count it, tell the strategy, report it."""
         self.running.pop(handle.record.number, None)
+        if self.ledger is not None:
+            self.ledger.release(handle.record.number)  # however it ended: a dead trial's devices are free at once
         if handle.error is not None:
             raise handle.error
         final = handle.final
@@ -394,6 +450,9 @@ class _SweepLoop:
         (failed attempts: those an interruption or the parent's death cut off are not counted)."""
         if trial.failures > self.settings.options.max_retries:
             return False
+        if not self._place(trial.number, trial.config):
+            self.interrupted.append(trial)  # runs again first, once its resources are free
+            return True
         record = self.store.resume_trial(trial.id)
         self.running[record.number] = self.executor.submit(record, self._spec(record))
         self.reporter.trial_started(record)
@@ -415,7 +474,8 @@ class _SweepLoop:
             self.reporter.trial_ended(left, self.counter.status(self.budget, self.running))
 
     def _spec(self, record: TrialRecord) -> TrialSpec:
-        return trial_spec(record, self.settings)
+        placement = self.ledger.holding(record.number) if self.ledger is not None else None
+        return trial_spec(record, self.settings, placement)
 
 
 #: Why a trial the previous run's parent left RUNNING is INTERRUPTED (after "interrupted: ").

@@ -43,11 +43,12 @@ class UsageCounter:
         self.compute += (trial.duration or 0.0) - earlier_duration
 
 
-def may_start(budget: Budget, counter: UsageCounter, started_in_this_run: int) -> bool:
-    """Whether the trial budgets (max_trials, trials_per_run) let one more trial start."""
-    if budget.trials_per_run is not None and started_in_this_run >= budget.trials_per_run:
+def may_start(budget: Budget, counter: UsageCounter, started_in_this_run: int, waiting: int = 0) -> bool:
+    """Whether the trial budgets (max_trials, trials_per_run) let one more trial start, beyond the `waiting`
+    ones already asked for (they wait for resources)."""
+    if budget.trials_per_run is not None and started_in_this_run + waiting >= budget.trials_per_run:
         return False
-    return budget.max_trials is None or counter.started < budget.max_trials
+    return budget.max_trials is None or counter.started + waiting < budget.max_trials
 
 
 def spent_reason(budget: Budget, counter: UsageCounter, started_in_this_run: int) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from prefect_hpo.checkpoint_layout import CheckpointLayout
 from prefect_hpo.options import SweepOptions
 from prefect_hpo.records import TrialRecord
+from prefect_hpo.resources import Inventory, Placement
 from prefect_hpo.schedulers.base import Scheduler
 from prefect_hpo.trial import TrialSpec
 
@@ -29,6 +30,9 @@ class LoopSettings:
     #: Asked between events: what interrupted the sweep ("Ctrl-C (SIGINT)"), or None. Unlike a stop, an
     #: interrupt ends the running trials INTERRUPTED, to run again when the sweep continues.
     interrupted: Callable[[], str | None] | None = None
+    #: what this machine lends the trials (their GPUs and cores), which the loop places each trial on before
+    #: it starts it; None where trials are placed elsewhere (on a work pool's hosts, on a cluster)
+    inventory: Inventory | None = None
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,10 @@ class LoopResult:
     reason: str
 
 
-def trial_spec(record: TrialRecord, settings: LoopSettings) -> TrialSpec:
+def trial_spec(record: TrialRecord, settings: LoopSettings, placement: Placement | None = None) -> TrialSpec:
     """What trial `record` needs to run, wherever it runs: a retried attempt resumes at its last step; a
-    trial with a lineage (PBT) starts at its parent's step and completes one interval on."""
+    trial with a lineage (PBT) starts at its parent's step and completes one interval on. `placement`: what it
+    holds on this machine (its devices and thread count), where the loop placed it."""
     budget = settings.options.budget
     resume_step = record.last_step if record.attempt > 1 else None
     max_steps = budget.max_steps
@@ -66,6 +71,10 @@ def trial_spec(record: TrialRecord, settings: LoopSettings) -> TrialSpec:
         resume_step=resume_step,
         checkpoint_path=settings.checkpoints.path(record.number) if settings.checkpoints else None,
         max_total_steps=budget.max_total_steps,
+        resources=dict(placement.requested) if placement else settings.options.requested(record.config).as_dict(),
+        devices=placement.devices if placement else (),
+        # threads share one process: a thread count of its own would bind every trial
+        cpu_threads=placement.cpu_threads if placement and settings.options.workers == "processes" else None,
     )
 
 

@@ -14,7 +14,7 @@ with our own errors. The options know no Prefect (the executor settings are opaq
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import optuna
@@ -25,8 +25,16 @@ from prefect_hpo.budget import Budget
 from prefect_hpo.errors import PrefectHPOError, StrategyError
 from prefect_hpo.names import NAME_PATTERN, NAME_RULE, default_sweep_name
 from prefect_hpo.objective import Objective, build_objectives
-from prefect_hpo.records import Constraint
+from prefect_hpo.records import Config, Constraint
 from prefect_hpo.reporting.callback import TrialCallback
+from prefect_hpo.resources import (
+    Inventory,
+    ResourceRequest,
+    ResourcesOption,
+    build_inventory,
+    never_fits,
+    parse_request,
+)
 from prefect_hpo.schedulers import FIFOScheduler, RungScheduler, Scheduler, build_scheduler
 from prefect_hpo.space import SearchSpace
 from prefect_hpo.store import SqlTrialStore
@@ -74,6 +82,12 @@ class SweepOptions(BaseModel):
     constraint: SkipValidation[Constraint | None] = None
     max_rejections_in_a_row: SkipValidation[int] = 20
     keep_top_k: SkipValidation[int | None] = None
+    #: what each trial needs ({"gpu": 1, "cpu": 2}), or a function of its configuration that says it
+    resources: SkipValidation[ResourcesOption | None] = None
+    #: this machine's GPUs: "auto" (found), None (none), or their ids
+    devices: SkipValidation[Sequence[str | int] | str | None] = "auto"
+    #: this machine's cores ("cpu") and custom resources by name, where they differ from what is found
+    capacity: SkipValidation[Mapping[str, float] | None] = None
 
     def __init__(self, **fields: Any) -> None:
         """Make the options and check each field (our errors, not pydantic's: pydantic validates nothing here)."""
@@ -110,10 +124,14 @@ class SweepOptions(BaseModel):
 
     def check(self, url: str) -> None:
         """Check what needs the parts: the strategy and the scheduler are built (and dropped), the budget suits
-        them, and the store at `url` (`storage` resolved: a Secret block needs Prefect, so the caller does it)
-        opens and takes writes."""
+        them, a fixed resource request fits this machine (trials that run here), and the store at `url`
+        (`storage` resolved: a Secret block needs Prefect, so the caller does it) opens and takes writes."""
         _, searcher = self.search()
         check_pbt_budget(searcher, self.budget)
+        if self.executor is None and not callable(self.resources):
+            why = never_fits(self.requested({}), self.inventory())
+            if why is not None:
+                raise PrefectHPOError(why)
         store = SqlTrialStore(url)  # an unreachable, invalid or read-only store fails here, before Prefect starts
         try:
             store.check_writable()
@@ -125,6 +143,24 @@ class SweepOptions(BaseModel):
         return build_search(
             self.strategy, self.scheduler, self.space, self.objectives, self.seed, self.grid_resolution, stored_trials
         )
+
+    def requested(self, config: Config) -> ResourceRequest:
+        """What a trial with `config` asks for; a function's answer is checked as a mapping would be."""
+        if callable(self.resources):
+            return parse_request(self.resources(config), where=f"resources({config!r})")
+        return parse_request(self.resources)
+
+    def inventory(self) -> Inventory:
+        """What this machine lends the trials: `devices` found or given, `capacity` or the cores found."""
+        return build_inventory(self.devices, self.capacity)
+
+    def fresh_processes(self) -> bool:
+        """Whether each trial needs a worker process of its own: its trials may hold GPUs on this machine."""
+        if self.executor is not None or self.workers != "processes" or self.resources is None:
+            return False
+        if not callable(self.resources) and self.requested({}).gpu == 0:
+            return False
+        return bool(self.inventory().devices)
 
     @model_serializer
     def parameters(self) -> dict[str, Any]:
@@ -154,6 +190,9 @@ class SweepOptions(BaseModel):
             "constraint": _named(self.constraint),
             "max_rejections_in_a_row": self.max_rejections_in_a_row,
             "keep_top_k": self.keep_top_k,
+            "resources": _named(self.resources) if callable(self.resources) else _plain(self.resources),
+            "devices": self.devices if isinstance(self.devices, str | None) else [str(d) for d in self.devices],
+            "capacity": _plain(self.capacity),
         }
 
 
@@ -190,6 +229,10 @@ def _check_fields(options: SweepOptions) -> None:
         raise PrefectHPOError(f"max_rejections_in_a_row must be a positive integer, got {rejections!r}")
     if options.on_trial_complete is not None and not callable(options.on_trial_complete):
         raise PrefectHPOError(f"on_trial_complete must be a callable, got {options.on_trial_complete!r}")
+    if not callable(options.resources):
+        parse_request(options.resources)
+    # the devices and capacity as given, checked (not kept: "auto" looks for GPUs when the sweep starts)
+    build_inventory(None if options.devices == "auto" else options.devices, options.capacity)
 
 
 def build_search(
@@ -253,6 +296,10 @@ def _without_credentials(spec: Mapping[str, Any] | None) -> dict[str, Any] | Non
     if "storage" in out:
         out["storage"] = _masked(out["storage"])
     return out
+
+
+def _plain(mapping: Mapping[str, float] | None) -> dict[str, float] | None:
+    return None if mapping is None else dict(mapping)
 
 
 def _named(value: object) -> str | None:

@@ -111,6 +111,9 @@ class TrialRecord:
     #: the attempts that ended FAIL_RECOVERABLE (their process died, the store failed under them): what
     #: `max_retries` limits. An attempt cut off by the sweep's interruption or its parent's death is none.
     failures: int = 0
+    #: the GPUs its last attempt held on its host (as CUDA names them), and its BLAS/OpenMP thread count
+    devices: tuple[str, ...] = ()
+    cpu_threads: int | None = None
 
     @property
     def value(self) -> float | None:
@@ -139,3 +142,6 @@ class Outcome:
     reason: str | None = None
     duration: float = 0.0
     worker: str | None = None
+    #: what the attempt held on its host: its GPUs and its thread count (where it was placed)
+    devices: tuple[str, ...] = ()
+    cpu_threads: int | None = None

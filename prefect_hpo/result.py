@@ -224,14 +224,16 @@ def trials_frame(
             reason=r.reason,
             duplicate_of=r.duplicate_of,
             worker=r.worker,
+            devices=",".join(r.devices) or None,
+            cpu_threads=r.cpu_threads,
             task_run_id=r.task_run_id,
         )
         rows.append(row)
     columns = ["number", "state", *[o.metric for o in objectives], *[f"params_{n}" for n in param_names]]
     columns += ["last_step", "duration", "started_at", "finished_at", "attempt", "error", "reason"]
-    columns += ["duplicate_of", "worker", "task_run_id"]
+    columns += ["duplicate_of", "worker", "devices", "cpu_threads", "task_run_id"]
     frame = pd.DataFrame(rows, columns=columns)
-    for column in ["last_step", "duplicate_of", *[f"params_{n}" for n in _int_params(space or {})]]:
+    for column in ["last_step", "duplicate_of", "cpu_threads", *[f"params_{n}" for n in _int_params(space or {})]]:
         if column in frame.columns:
             with contextlib.suppress(TypeError, ValueError):  # a value that is not a whole number: left as it is
                 frame[column] = frame[column].astype("Int64")

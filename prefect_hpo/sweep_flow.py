@@ -122,15 +122,17 @@ def sweep_flow(options: SweepOptions, storage_url: SecretStr | None = None) -> S
             storage = shown(options.storage, url)  # what the workers are told: a reference, or a plain URL
             runner = WorkPoolTrials(executor, store, import_path(train), storage, limits.trial_time_limit)
         else:
+            fresh = options.fresh_processes()
             runner = LocalTrials(
                 train,
                 store,
                 workers=options.workers,
                 slots=limits.max_concurrent,
                 trial_time_limit=limits.trial_time_limit,
-                runner=head.take_runner(train, url, limits.max_concurrent)
+                runner=head.take_runner(train, url, limits.max_concurrent, fresh)
                 if head and options.workers == "processes"
                 else None,
+                fresh=fresh,
             )
         plots: PlotDrawer | None = None
         reporter: Reporter = TerminalReporter(
@@ -161,6 +163,7 @@ def sweep_flow(options: SweepOptions, storage_url: SecretStr | None = None) -> S
             scheduler=None if isinstance(stopper, FIFOScheduler) and stopper.max_t is None else stopper,
             checkpoints=layout,
             interrupted=interrupts.signal_name,
+            inventory=options.inventory() if executor is None else None,  # elsewhere, trials are placed there
         )
         try:
             outcome = run_loop(searcher, store, runner, settings, reporter)

@@ -41,11 +41,19 @@ class RunEnd:
     last_step: int | None
     duration: float
     worker: str
+    devices: tuple[str, ...] = ()
+    cpu_threads: int | None = None
 
     @classmethod
     def of(cls, trial: Trial, start: float) -> RunEnd:
         """The end of `trial`'s run, now (`start`: `time.perf_counter()` when it began)."""
-        return cls(last_step=trial.last_step, duration=time.perf_counter() - start, worker=worker_id())
+        return cls(
+            last_step=trial.last_step,
+            duration=time.perf_counter() - start,
+            worker=worker_id(),
+            devices=tuple(trial.devices),
+            cpu_threads=trial.cpu_threads,
+        )
 
     def outcome(
         self,
@@ -66,6 +74,8 @@ class RunEnd:
             reason=reason,
             duration=self.duration,
             worker=self.worker,
+            devices=self.devices,
+            cpu_threads=self.cpu_threads,
         )
 
 
@@ -94,9 +104,9 @@ def run_training(train: TrainFn, spec: TrialSpec, sink: ReportSink) -> Outcome:
         return RunEnd.of(trial, start).outcome(
             TrialState.FAIL_RECOVERABLE, error=f"the trial store failed while the trial reported: {exc}"
         )
-    except Exception:  # noqa: BLE001 - any error of user code is recorded on the trial, not raised
+    except Exception as exc:  # noqa: BLE001 - any error of user code is recorded on the trial, not raised
         return RunEnd.of(trial, start).outcome(
-            TrialState.FAIL, metrics=trial.last_metrics, error=traceback.format_exc()
+            TrialState.FAIL, metrics=trial.last_metrics, error=traceback.format_exc(), reason=_out_of_memory(exc, spec)
         )
     except (SystemExit, KeyboardInterrupt) as exc:
         if isinstance(exc, KeyboardInterrupt) and _may_be_ctrl_c():
@@ -126,6 +136,17 @@ def _returned_outcome(result: object, stopped: str | None, spec: TrialSpec, tria
     if stopped is None or stopped.startswith("reached max_steps"):
         return end.outcome(TrialState.COMPLETE, values=values, metrics=final, reason=stopped)
     return end.outcome(TrialState.PRUNED, values=values, metrics=final, reason=stopped)
+
+
+def _out_of_memory(exc: Exception, spec: TrialSpec) -> str | None:
+    """The reason a trial failed for lack of GPU memory ("out of GPU memory on device 2"), else None: PyTorch's
+    torch.cuda.OutOfMemoryError, and the "CUDA out of memory" / "CUDA_ERROR_OUT_OF_MEMORY" of other frameworks."""
+    text = f"{type(exc).__name__}: {exc}"
+    if type(exc).__name__ != "OutOfMemoryError" and "CUDA out of memory" not in text and "OUT_OF_MEMORY" not in text:
+        return None
+    devices = ", ".join(spec.devices) if spec.devices else "its GPU"
+    fix = "ask for a larger share (resources={'gpu': ...}) or use a smaller batch"
+    return f"out of GPU memory on device {devices}: {fix}"
 
 
 def not_an_exit(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,6 +59,11 @@ class TrialSpec:
     #: this trial's checkpoint folder (a local folder or an fsspec URL), from the sweep's recorded layout
     checkpoint_path: str | None = None
     max_total_steps: int | None = None
+    #: what the trial asked for ({"gpu": 1, "cpu": 2}), and what it holds on this machine: its GPUs (as CUDA
+    #: names them) and the thread count its process's BLAS and OpenMP libraries are given (None: not set)
+    resources: Mapping[str, float] = field(default_factory=dict)
+    devices: tuple[str, ...] = ()
+    cpu_threads: int | None = None
 
     @cached_property  # asked at every report; the Protocol check behind it costs ~50 us
     def time_attr(self) -> str | None:
@@ -110,6 +115,23 @@ class Trial:
     @property
     def sweep_name(self) -> str:
         return self._spec.sweep_name
+
+    @property
+    def devices(self) -> list[str]:
+        """The GPUs this trial holds, as CUDA names them (["2"]; [] for none). In a worker process
+        CUDA_VISIBLE_DEVICES is already set to them, so the trial's code sees them as cuda:0, cuda:1, ...;
+        with workers="threads" it is not (one process), and the code picks `f"cuda:{trial.devices[0]}"`."""
+        return list(self._spec.devices)
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """What this trial was given, as asked ({"gpu": 1, "cpu": 2}); {} where it asked for nothing."""
+        return dict(self._spec.resources)
+
+    @property
+    def cpu_threads(self) -> int | None:
+        """The thread count its process's BLAS and OpenMP libraries were given (its CPU share), or None."""
+        return self._spec.cpu_threads
 
     @property
     def resume_step(self) -> int | None:

@@ -16,11 +16,12 @@ import pytest
 
 from prefect_hpo.budget import Budget
 from prefect_hpo.checkpoint_layout import CheckpointLayout
-from prefect_hpo.errors import StrategyError, TooManyFailedTrials, TrialsFailAlike
+from prefect_hpo.errors import PrefectHPOError, StrategyError, TooManyFailedTrials, TrialsFailAlike
 from prefect_hpo.executors.base import TrialHandle
 from prefect_hpo.loop import PARENT_DIED, LoopResult, run_loop
 from prefect_hpo.loop_budget import STOP_CHECK_POLL_S
 from prefect_hpo.records import Outcome, TrialRecord, TrialState, interrupt_request
+from prefect_hpo.resources import Inventory
 from prefect_hpo.schedulers import ASHAScheduler
 from prefect_hpo.space import config_hash
 from prefect_hpo.strategies.base import WAIT, Exhausted, Suggestion
@@ -395,3 +396,97 @@ def test_the_loop_and_these_tests_run_without_prefect() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+class TestResources:
+    """Trials placed on a declared inventory (no GPU needed): never over-packed, each device kept busy."""
+
+    @staticmethod
+    def _usage_checked(spans: list[dict[str, float]]) -> type[ScriptedExecutor]:
+        """An executor that records each device's share held after every start, and frees it at each end."""
+
+        class Placed(ScriptedExecutor):
+            def __init__(self, *args: Any) -> None:
+                super().__init__(*args)
+                self.held: dict[str, float] = {}
+
+            def submit(self, record: TrialRecord, spec: TrialSpec) -> TrialHandle:
+                share = min(1.0, spec.resources.get("gpu", 0.0))
+                for device in spec.devices:
+                    self.held[device] = self.held.get(device, 0.0) + share
+                spans.append(dict(self.held))
+                return super().submit(record, spec)
+
+            def wait_any(self, handles: Any, timeout: float | None) -> list[TrialHandle]:
+                ended = super().wait_any(handles, timeout)
+                for handle in ended:
+                    for device in handle.spec.devices:
+                        self.held[device] -= min(1.0, handle.spec.resources.get("gpu", 0.0))
+                return ended
+
+        return Placed
+
+    def test_mixed_sizes_never_over_pack_a_device_and_fill_every_one(self) -> None:
+        spans: list[dict[str, float]] = []
+        sizes = [0.25, 0.5, 1, 2]
+        run = Run(
+            Counting(),
+            Budget(max_trials=24, max_concurrent=8),
+            executor=self._usage_checked(spans),
+            resources=lambda c: {"gpu": sizes[int(c["x"]) % 4]},
+            inventory=Inventory(devices=("0", "1", "2", "3"), cpus=8),
+        )
+        assert run.states() == [TrialState.COMPLETE] * 24
+        assert max(max(span.values()) for span in spans) <= 1.0  # no device over-packed, ever
+        assert any(len(span) == 4 and min(span.values()) > 0 for span in spans)  # all four busy at once
+        two = [s for s in run.executor.specs if s.resources == {"gpu": 2.0}]
+        assert len(two) == 6 and all(len(set(s.devices)) == 2 for s in two)
+        assert [s.config["x"] for s in run.executor.specs] != list(range(24))  # smaller ones went ahead
+
+    def test_a_trial_that_dies_frees_its_device_and_runs_again_first(self) -> None:
+        died = Outcome(TrialState.FAIL_RECOVERABLE, error="the worker process died with exit code -9")
+        run = Run(
+            Counting(),
+            Budget(max_trials=3, max_concurrent=2),
+            lambda h: died if (h.record.number, h.record.attempt) == (0, 1) else Outcome(TrialState.COMPLETE, (1.0,)),
+            resources={"gpu": 1},
+            inventory=Inventory(devices=("7",), cpus=2),
+        )
+        assert run.executor.submitted == [(0, 1), (0, 2), (1, 1), (2, 1)]
+        assert run.executor.most_running == 1  # one device: one trial at a time, though two slots
+        assert {s.devices for s in run.executor.specs} == {("7",)}
+        assert run.states() == [TrialState.COMPLETE] * 3
+
+    def test_a_large_request_is_not_starved_by_small_ones(self) -> None:
+        run = Run(
+            Counting(),
+            Budget(max_trials=30, max_concurrent=4),
+            resources=lambda c: {"gpu": 2 if c["x"] == 1 else 1},
+            inventory=Inventory(devices=("0", "1"), cpus=4),
+        )
+        order = [s.config["x"] for s in run.executor.specs]
+        assert order.index(1) <= 1 + 2 * 2  # passed over at most `patience` (2 per device) times
+        assert run.states() == [TrialState.COMPLETE] * 30
+
+    def test_each_trial_gets_an_even_share_of_the_cores_as_its_threads(self) -> None:
+        run = Run(Counting(), Budget(max_trials=4, max_concurrent=4), inventory=Inventory(cpus=8))
+        assert {s.cpu_threads for s in run.executor.specs} == {2}
+        budget = Budget(max_trials=2, max_concurrent=2)
+        asked = Run(Counting(), budget, resources={"cpu": 3}, inventory=Inventory(cpus=8))
+        assert {(s.cpu_threads, tuple(s.resources.items())) for s in asked.executor.specs} == {(3, (("cpu", 3.0),))}
+
+    def test_a_configuration_whose_request_can_never_fit_stops_the_sweep_with_what_exists(self) -> None:
+        never = r"trial 1 \(\{'x': 1\}\): resources\['gpu'\]=2 but this machine has 1"
+        with pytest.raises(PrefectHPOError, match=never):
+            Run(
+                Counting(),
+                Budget(max_trials=5, max_concurrent=1),
+                resources=lambda c: {"gpu": 2 if c["x"] == 1 else 1},
+                inventory=Inventory(devices=("0",), cpus=2),
+            )
+
+    def test_trials_placed_elsewhere_carry_their_request_and_hold_nothing_here(self) -> None:
+        run = Run(Counting(), Budget(max_trials=2), resources={"gpu": 1})  # no inventory: a work pool's hosts
+        assert {(s.devices, s.cpu_threads, tuple(s.resources.items())) for s in run.executor.specs} == {
+            ((), None, (("gpu", 1.0),))
+        }

@@ -172,3 +172,19 @@ def test_a_result_too_large_for_a_float_fails_its_trial(
     out = run(store_and_trial, lambda c, t: result)
     assert out.state == TrialState.FAIL and needle in (out.error or ""), out.error
     assert "too large for a float" in (out.error or "")
+
+
+def test_a_cuda_out_of_memory_error_fails_its_trial_with_the_device_named(
+    store_and_trial: tuple[SqlTrialStore, int],
+) -> None:
+    class OutOfMemoryError(RuntimeError):  # torch.cuda.OutOfMemoryError's name, without torch's CUDA build
+        pass
+
+    def train(config: dict, trial: Trial) -> float:
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)")
+
+    out = run(store_and_trial, train, devices=("2",))
+    assert out.state == TrialState.FAIL and out.devices == ("2",)
+    assert (out.reason or "").startswith("out of GPU memory on device 2: ask for a larger share")
+    plain = run(store_and_trial, lambda c, t: 1 / 0)
+    assert plain.state == TrialState.FAIL and plain.reason is None

@@ -19,9 +19,12 @@ def open_store_and_trial(url: str) -> tuple[SqlTrialStore, int]:
 
 
 def spec(
-    trial_id: int, objectives: tuple[Objective, ...] = (Objective("loss"),), max_steps: int | None = None
+    trial_id: int,
+    objectives: tuple[Objective, ...] = (Objective("loss"),),
+    max_steps: int | None = None,
+    devices: tuple[str, ...] = (),
 ) -> TrialSpec:
-    return TrialSpec(trial_id, 0, "t", {"x": 1}, objectives, max_steps, True)
+    return TrialSpec(trial_id, 0, "t", {"x": 1}, objectives, max_steps, True, devices=devices)
 
 
 def run(store_and_trial: tuple[SqlTrialStore, int], fn: Any, **kw: Any) -> Any:

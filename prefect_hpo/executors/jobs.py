@@ -10,6 +10,7 @@ stopped early, Failed for a failed one).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Protocol
@@ -66,6 +67,8 @@ class RunnerJob:
             if isinstance(ended, TrialRecord):
                 self.final = ended
             else:
+                if not ended.devices and ended.cpu_threads is None:  # an end seen from here: what it held
+                    ended = dataclasses.replace(ended, devices=self.spec.devices, cpu_threads=self.spec.cpu_threads)
                 self.final = self._store.end_attempt(
                     self.spec.trial_id, self.spec.attempt, ended, task_run_id=task_run_id
                 )

@@ -35,12 +35,14 @@ class LocalTrials(ClosedOnExit):
         slots: int = 1,
         trial_time_limit: float | None = None,
         runner: Runner | None = None,
+        fresh: bool = False,
     ) -> None:
-        """`runner`: one started earlier for these settings (`head_start`), which this executor then closes."""
+        """`runner`: one started earlier for these settings (`head_start`), which this executor then closes.
+        `fresh`: each trial in a process of its own (trials that hold GPUs)."""
         if runner is not None:
             self._runner: Runner = runner
         elif workers == "processes":
-            self._runner = ProcessRunner(train, store.url, slots)
+            self._runner = ProcessRunner(train, store.url, slots, fresh=fresh)
         elif workers == "threads":
             self._runner = ThreadRunner(train, store)
         else:

@@ -34,6 +34,7 @@ from prefect_hpo.executors.main_script import handed_to_fork_server
 from prefect_hpo.executors.training_payload import pack, unpack
 from prefect_hpo.helpers import FORK_SERVER_PARENT_VARIABLE, follow_parent
 from prefect_hpo.records import Outcome, TrialRecord, TrialState
+from prefect_hpo.resources import apply_placement
 from prefect_hpo.store.sql import SqlTrialStore
 from prefect_hpo.training import not_an_exit, run_training
 from prefect_hpo.trial import ReportSink, TrainFn, TrialSpec
@@ -157,6 +158,7 @@ def _run_in_worker(spec: TrialSpec, task_run_id: str | None) -> Outcome | TrialR
         store = _worker_store()
     except StoreError as exc:
         return Outcome(state=TrialState.FAIL_RECOVERABLE, error=f"StoreError: {exc}")
+    apply_placement(spec.devices, spec.cpu_threads)  # before the training code: its GPUs, its thread count
     outcome = run_training(_WORKER["train"], spec, store)
     try:
         return store.end_attempt(spec.trial_id, spec.attempt, outcome, task_run_id=task_run_id)
@@ -239,12 +241,18 @@ class _ProcessRunning:
 
 
 class ProcessRunner:
-    """Runs each trial in one of `size` worker processes: true parallelism for CPU-bound work."""
+    """Runs each trial in one of `size` worker processes: true parallelism for CPU-bound work.
 
-    def __init__(self, train: TrainFn, storage_url: str, size: int) -> None:
+    `fresh`: each trial gets a process of its own (forked from the fork server for it, gone after it), where
+    trials hold GPUs: CUDA reads CUDA_VISIBLE_DEVICES once per process, and a process ending is what frees
+    its GPU memory for sure. Otherwise workers run one trial after another (a fork per trial costs ~10 ms)."""
+
+    def __init__(self, train: TrainFn, storage_url: str, size: int, *, fresh: bool = False) -> None:
         payload = pack(train)
+        self.fresh = fresh
         self._pool = pebble.ProcessPool(
             max_workers=size,
+            max_tasks=1 if fresh else 0,
             initializer=_init_worker,
             initargs=(payload, storage_url, os.getpid()),
             context=worker_context(getattr(train, "__module__", None) or "__main__"),

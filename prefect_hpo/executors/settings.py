@@ -35,7 +35,8 @@ class WorkPoolExecutor:
         queues: resource name -> queue; a trial that asks for any of a resource goes to its
             queue (first match), every other trial to `default_queue`.
         default_queue: the queue of trials that ask for none of the listed resources.
-        resources: what each trial needs, e.g. {"gpu": 1}, or a function of the config.
+        resources: what each trial needs, e.g. {"gpu": 1}, or a function of the config (default: the
+            sweep's `resources`).
         poll_interval: seconds between looks at a running trial's flow run.
         heartbeat_interval: seconds between a running trial's heartbeats in the store.
         heartbeat_timeout: a running trial silent this long is taken for dead (its worker died):
@@ -51,9 +52,13 @@ class WorkPoolExecutor:
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 15.0
 
-    def queue_for(self, config: Config) -> str:
-        """The queue a trial with this configuration runs on."""
-        needs = self.resources(config) if callable(self.resources) else (self.resources or {})
+    def queue_for(self, config: Config, asked: Mapping[str, float] | None = None) -> str:
+        """The queue a trial with this configuration runs on: by these settings' `resources`, else by what the
+        trial asked for (`sweep(resources=...)`: `asked`)."""
+        if self.resources is not None:
+            needs = self.resources(config) if callable(self.resources) else self.resources
+        else:
+            needs = asked or {}
         for resource, name in self.queues.items():
             if needs.get(resource, 0) > 0:
                 return name

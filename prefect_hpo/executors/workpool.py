@@ -205,7 +205,7 @@ class WorkPoolTrials(ClosedOnExit):
 
     def job(self, record: TrialRecord, spec: TrialSpec) -> WorkPoolJob:
         """The launch-and-watch job of one attempt (not started)."""
-        queue_name = self._settings.queue_for(record.config)
+        queue_name = self._settings.queue_for(record.config, spec.resources)
         uid = self._uids.setdefault(spec.sweep_id, str(self._store.sweep(spec.sweep_id)["uid"]))
         return WorkPoolJob(spec, self.parameters(spec), queue_name, self._store, self._settings, self._time_limit, uid)
 

@@ -99,4 +99,6 @@ def record(row: RowMapping | Mapping[str, Any]) -> TrialRecord:
         stop_requested=row.get("stop_requested"),
         bracket=int(row.get("bracket") or 0),
         lineage=row.get("lineage"),
+        devices=tuple(row["devices"].split(",")) if row.get("devices") else (),
+        cpu_threads=row.get("cpu_threads"),
     )

@@ -110,6 +110,9 @@ trials = Table(
     Column("finished_at", Float),
     Column("duration", Float),
     Column("worker", String(255)),
+    #: what the trial held on its host: its GPUs (comma-separated, as CUDA names them) and its thread count
+    Column("devices", String(255)),
+    Column("cpu_threads", Integer),
     Column("task_run_id", String(64)),
     Column("duplicate_of", Integer),
     Column("bracket", Integer, nullable=False, default=0),

@@ -227,6 +227,9 @@ def _ended(outcome: Outcome, task_run_id: str | None) -> dict[str, Any]:
         "worker": outcome.worker,
         "finished_at": time.time(),
     }
+    if outcome.devices or outcome.cpu_threads is not None:
+        values["devices"] = ",".join(outcome.devices) or None
+        values["cpu_threads"] = outcome.cpu_threads
     if outcome.last_step is None:
         del values["last_step"]  # keep what the reports recorded
     if task_run_id is not None:

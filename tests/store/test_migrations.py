@@ -81,7 +81,7 @@ def test_migrated_tables_are_the_tables_the_code_uses(storage_url: str) -> None:
         version = conn.execute(text("SELECT value FROM hpo_meta WHERE key = 'schema_version'")).scalar()
     engine.dispose()
     assert differences == []
-    assert version == "5"  # what a release from before migrations checks, and refuses as newer than its own
+    assert version == "6"  # what a release from before migrations checks, and refuses as newer than its own
     assert _revision(storage_url) == migrate.HEAD
 
 
@@ -94,6 +94,7 @@ def test_migrated_tables_are_the_tables_the_code_uses(storage_url: str) -> None:
         ("0002", True),  # written before trials had a lineage
         ("0003", True),  # written before each sweep had a checkpoint folder of its own
         ("0004", True),  # written before trials counted their failed attempts
+        ("0005", True),  # written before trials recorded their devices and thread count
     ],
 )
 def test_an_older_store_opens_upgraded_with_its_rows(storage_url: str, revision: str, version_table: bool) -> None:
