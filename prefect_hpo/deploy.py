@@ -17,9 +17,12 @@ TRIAL_ENTRYPOINT = "prefect_hpo.flows.trial.hpo_trial"
 SWEEP_ENTRYPOINT = "prefect_hpo.flows.sweep.hpo_run_sweep"
 
 
-def ensure_work_pool(pool: str = "hpo", queues: Mapping[str, int | None] | None = None) -> None:
-    """Create the process work pool `pool` and its queues (name -> concurrency limit) unless they exist."""
-    wanted = {"gpu": 1, "cpu": None} if queues is None else queues
+def ensure_work_pool(pool: str = "hpo", queues: Mapping[str, int | None] | None = None, gpu_slots: int = 1) -> None:
+    """Create the process work pool `pool` and its queues (name -> concurrency limit) unless they exist.
+
+    By default: `gpu`, limited to `gpu_slots` trials at once (the GPU trials all GPU hosts run together: e.g. 8
+    for two hosts of 4 GPUs with one trial per GPU), and `cpu`, unlimited."""
+    wanted = {"gpu": gpu_slots, "cpu": None} if queues is None else queues
     with get_client(sync_client=True) as client:
         with contextlib.suppress(ObjectAlreadyExists):
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
@@ -60,7 +63,7 @@ def deploy_sweep_flow(project_dir: str | Path = ".", pool: str = "hpo", name: st
 
 
 def setup_work_pool(
-    project_dir: str | Path = ".", pool: str = "hpo", queues: Mapping[str, int | None] | None = None
+    project_dir: str | Path = ".", pool: str = "hpo", queues: Mapping[str, int | None] | None = None, gpu_slots: int = 1
 ) -> str:
     """The one line: the pool, its `gpu` and `cpu` queues, the trial and the sweep deployments.
 
@@ -68,6 +71,6 @@ def setup_work_pool(
     imported from there unless installed. The flows themselves come with prefect_hpo. Returns the trial
     deployment's id.
     """
-    ensure_work_pool(pool, queues)
+    ensure_work_pool(pool, queues, gpu_slots)
     deploy_sweep_flow(project_dir, pool)
     return deploy_trial_flow(project_dir, pool)

@@ -200,6 +200,7 @@ class WorkPoolTrials(ClosedOnExit):
                 "max_total_steps": spec.max_total_steps,
                 "resume_step": spec.resume_step,
                 "heartbeat_interval": self._settings.heartbeat_interval,
+                "resources": dict(spec.resources),  # claimed on the host the flow run lands on
             },
         }
 

@@ -19,13 +19,15 @@ from prefect.context import FlowRunContext
 from prefect_hpo.checkpoint_layout import legacy_folder
 from prefect_hpo.errors import StoreError
 from prefect_hpo.executors.run_states import trial_run_state
+from prefect_hpo.host_leases import DoesNotFitHost, claim_devices, holding
 from prefect_hpo.importing import load_function
 from prefect_hpo.objective import build_objectives
 from prefect_hpo.records import Outcome, TrialState
+from prefect_hpo.resources import apply_placement, build_inventory, parse_request
 from prefect_hpo.schedulers import scheduler_from_dict
 from prefect_hpo.storage_refs import resolve
 from prefect_hpo.store.sql import SqlTrialStore
-from prefect_hpo.training import run_training
+from prefect_hpo.training import run_training, worker_id
 from prefect_hpo.trial import TrialSpec
 
 
@@ -107,7 +109,21 @@ def hpo_trial(storage: str, sweep_id: int, number: int, train: str, spec: dict[s
             max_total_steps=spec.get("max_total_steps"),
         )
         with Heartbeat(store, record.id, float(spec.get("heartbeat_interval", 2.0))):
-            outcome = run_training(load_function(train), trial_spec, store)
+            try:
+                # this host's GPUs, claimed before the training code is imported (CUDA reads its variable once)
+                lease = claim_devices(parse_request(spec.get("resources")), build_inventory("auto", None))
+            except DoesNotFitHost as exc:  # not retried: it would not fit on this host the next time either
+                outcome = Outcome(TrialState.FAIL, error=str(exc), reason=str(exc), worker=worker_id())
+            else:
+                with holding(lease) as placement:
+                    apply_placement(placement.devices, placement.cpu_threads)
+                    held = replace(
+                        trial_spec,
+                        resources=placement.requested,
+                        devices=placement.devices,
+                        cpu_threads=placement.cpu_threads,
+                    )
+                    outcome = run_training(load_function(train), held, store)
         if outcome.state == TrialState.FAIL:
             outcome = _cancelled_instead(outcome)
         try:

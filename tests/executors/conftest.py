@@ -55,23 +55,29 @@ def worker_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def workers(prefect_server: str, worker_home: Path) -> Iterator[dict[str, int]]:
-    """The `hpo` pool with `gpu` and `cpu` queues, the trial deployment, and one worker per queue."""
+    """The `hpo` pool with `gpu` (4 trials at once) and `cpu` queues, the trial deployment, and one worker per
+    queue. The `gpu` worker's host declares two GPUs (CUDA_VISIBLE_DEVICES=0,1: CI has none) and keeps its device
+    locks in a folder of its own."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from prefect_hpo.deploy import setup_work_pool
 
     with temporary_settings({PREFECT_API_URL: prefect_server}):
-        setup_work_pool(ROOT, pool="hpo")
+        setup_work_pool(ROOT, pool="hpo", gpu_slots=4)
     home = worker_home
     env = dict(os.environ, PREFECT_API_URL=prefect_server, PREFECT_HOME=str(home))
     env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="0")
     procs = {}
+    hosts = {
+        "gpu": {"CUDA_VISIBLE_DEVICES": "0,1", "PREFECT_HPO_DEVICE_LOCKS": str(home / "locks-gpu")},
+        "cpu": {"CUDA_VISIBLE_DEVICES": ""},
+    }
     for queue in ("gpu", "cpu"):
         log = open(home / f"worker-{queue}.log", "wb")  # noqa: SIM115 - the process owns it
         procs[queue] = subprocess.Popen(
             [PREFECT, "worker", "start", "--pool", "hpo", "--work-queue", queue, "--name", f"worker-{queue}"],
-            env=env,
+            env={**env, **hosts[queue]},
             stdout=log,
             stderr=log,
             cwd=ROOT,

@@ -372,3 +372,48 @@ def test_a_password_never_reaches_prefect_on_a_work_pool(
     assert len(trial_runs) == 4 and {r.parameters["storage"] for r in trial_runs} == {f"block:{block}"}
     assert not [r for r in records["flow runs"] if "pool-secret-spec" in r]  # no flow run was created for it
     assert leaks(records, password) == {}
+
+
+def test_gpu_trials_claim_their_hosts_devices_without_over_packing(
+    prefect_server: str, workers: dict[str, int], pg_url: str, tmp_path: Path
+) -> None:
+    """The `gpu` worker's host declares GPUs 0 and 1; four trials at once share them by their requests, each
+    flow run sees only its own devices, and a trial asking for more than the host has fails with the host's
+    word, once (not retried)."""
+    from tests.executors.test_resources_local import logged, most_held
+    from tests.resources_train import holds_devices
+
+    log = tmp_path / "runs.jsonl"
+    space = {
+        "size": Categorical([0.5, 1, 4]),
+        "i": Categorical([0, 1]),
+        "dies": Categorical([-1]),
+        "seconds": Categorical([1.5]),
+        "log": Categorical([str(log)]),
+    }
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        result = sweep(
+            holds_devices,
+            space,
+            "loss",
+            "grid",
+            Budget(max_trials=6, max_concurrent=4),
+            storage=pg_url,
+            name="gpu-leases",
+            executor=WorkPoolExecutor(pool="hpo"),
+            resources=lambda c: {"gpu": c["size"]},
+            max_retries=2,
+        )
+    by_size = {size: [r for r in result.records if r.config["size"] == size] for size in (0.5, 1, 4)}
+    assert {r.state for r in by_size[0.5] + by_size[1]} == {TrialState.COMPLETE}
+    for record in by_size[4]:
+        assert record.state == TrialState.FAIL and record.attempt == 1
+        assert "cannot run this trial: resources['gpu']=4 but this machine has 2 GPU(s)" in (record.reason or "")
+    runs = logged(log)
+    assert len(runs) == 4
+    for run in runs:
+        assert run["cuda"] == ",".join(run["devices"]) and set(run["devices"]) <= {"0", "1"}
+        assert len(run["devices"]) == 1
+    assert max(most_held(runs).values()) <= 1.0
+    held = {r.number: r.devices for r in result.records if r.state == TrialState.COMPLETE}
+    assert {n: tuple(r["devices"]) for r in runs for n in [r["number"]]} == held  # recorded in the store
