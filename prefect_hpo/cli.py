@@ -57,7 +57,9 @@ def _columns(result: SweepResult, frame: pd.DataFrame) -> list[str]:
     """The columns of a trials table, in the order they give way when the width runs out (last first)."""
     params = [c for c in frame.columns if c.startswith("params_")]
     errors = ["error"] if frame["error"].notna().any() else []
-    return ["number", "state", *[o.metric for o in result.objectives], *params, *errors, "last_step", "duration"]
+    placed = ["devices", "cpu_threads"] if "devices" in frame and frame["devices"].notna().any() else []
+    metrics = [o.metric for o in result.objectives]
+    return ["number", "state", *metrics, *params, *errors, "last_step", "duration", *placed]
 
 
 def _age(when: datetime, now: datetime) -> str:

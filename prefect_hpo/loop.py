@@ -13,6 +13,7 @@ rebuilds itself from the store, an `AdoptingExecutor` whose trials outlive a dea
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -211,8 +212,7 @@ class _SweepLoop:
         if not self.interrupted or not self._place(self.interrupted[0].number, self.interrupted[0].config):
             return False
         record = self.store.resume_trial(self.interrupted.pop(0).id)
-        self.running[record.number] = self.executor.submit(record, self._spec(record))
-        self.reporter.trial_started(record)
+        self._submit(record)
         return True
 
     def _start_new_trials(self) -> None:
@@ -343,10 +343,9 @@ class _SweepLoop:
         record = self._create_trial(suggestion.config, key, TrialState.RUNNING, bracket=bracket, lineage=lineage)
         if suggestion.parent is not None:
             self._inherit_checkpoint(suggestion.parent, record.number)
-        self.running[record.number] = self.executor.submit(record, self._spec(record))
         self.counter.started += 1
         self.started_in_this_run += 1
-        self.reporter.trial_started(record)
+        self._submit(record)
         return True
 
     def _inherit_checkpoint(self, parent: int, child: int) -> None:
@@ -412,8 +411,7 @@ class _SweepLoop:
         if not self._place(paused.number, paused.config):
             return False
         record = self.store.resume_trial(paused.id)
-        self.running[record.number] = self.executor.submit(record, self._spec(record))
-        self.reporter.trial_started(record)
+        self._submit(record)
         return True
 
     def _settle(self, handle: TrialHandle) -> None:
@@ -454,8 +452,7 @@ class _SweepLoop:
             self.interrupted.append(trial)  # runs again first, once its resources are free
             return True
         record = self.store.resume_trial(trial.id)
-        self.running[record.number] = self.executor.submit(record, self._spec(record))
-        self.reporter.trial_started(record)
+        self._submit(record)
         return True
 
     def _tell_rungs(self) -> None:
@@ -472,6 +469,12 @@ class _SweepLoop:
         for left in self.store.leave_paused(self.sid, reason):
             self.strategy.tell(left)
             self.reporter.trial_ended(left, self.counter.status(self.budget, self.running))
+
+    def _submit(self, record: TrialRecord) -> None:
+        """Hand a trial recorded RUNNING to the executor, and tell the reporter (with the devices it holds)."""
+        spec = self._spec(record)
+        self.running[record.number] = self.executor.submit(record, spec)
+        self.reporter.trial_started(dataclasses.replace(record, devices=spec.devices) if spec.devices else record)
 
     def _spec(self, record: TrialRecord) -> TrialSpec:
         placement = self.ledger.holding(record.number) if self.ledger is not None else None

@@ -145,7 +145,10 @@ def sweep_flow(options: SweepOptions, storage_url: SecretStr | None = None) -> S
             running_adopted=isinstance(runner, WorkPoolTrials),
         )
         if options.artifact_interval is not None:
-            artifacts = ArtifactReporter(store, sweep_id, name, objectives, min_interval=options.artifact_interval)
+            local_gpus = options.inventory().devices if executor is None else ()
+            artifacts = ArtifactReporter(
+                store, sweep_id, name, objectives, min_interval=options.artifact_interval, devices=local_gpus
+            )
             folder = plots_folder(url, name, default_home())
             drawer = head.take_drawer() if head else None
             plots = held.enter_context(PlotDrawer(options.space, folder, drawer=drawer))

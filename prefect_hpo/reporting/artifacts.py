@@ -35,7 +35,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -92,6 +92,9 @@ def summary_rows(
         row["step"] = r.last_step
         row["duration s"] = None if r.duration is None else round(r.duration, 3)
         row["attempt"] = r.attempt
+        row["host"] = r.worker.rsplit(":", 1)[0] if r.worker else None
+        row["GPUs"] = ",".join(r.devices) or None
+        row["threads"] = r.cpu_threads
         row["run"] = _run_link(r.task_run_id, ui_url)
         row["reason"] = (r.error.strip().splitlines()[-1][:120] if r.error else r.reason) or ""
         rows.append(row)
@@ -141,16 +144,43 @@ def best_markdown(name: str, records: Sequence[TrialRecord], objectives: Sequenc
     return "\n".join(lines) + "\n"
 
 
-def budget_markdown(name: str, status: BudgetStatus, reason: str | None = None) -> str:
-    """What is left of each budget, like ClearML's remaining-budget report."""
+def budget_markdown(
+    name: str, status: BudgetStatus, reason: str | None = None, devices: Mapping[str, Sequence[int]] | None = None
+) -> str:
+    """What is left of each budget, like ClearML's remaining-budget report; with `devices` (each GPU of this
+    machine -> the trials holding it now), which are busy and which idle."""
     lines = [f"# {name}: budget", "", "| budget | limit | used | left |", "| --- | ---: | ---: | ---: |"]
     for kind, part in status.as_dict().items():
         if isinstance(part, dict):
             lines.append(f"| {kind} | {_num(part['limit'])} | {_num(part['used'])} | {_num(part['left'])} |")
     lines += ["", f"Running now: {status.usage.running}. Used: {status.fraction_used():.0%} of the tightest limit."]
+    if devices:
+        busy = sum(1 for held in devices.values() if held)
+        lines += ["", f"GPUs: {busy} busy, {len(devices) - busy} idle.", "", "| GPU | trials on it |", "| --- | --- |"]
+        for device, held in devices.items():
+            lines.append(f"| {device} | {', '.join(map(str, sorted(held))) or 'idle'} |")
     if reason:
         lines += ["", f"Ended: {reason}."]
     return "\n".join(lines) + "\n"
+
+
+class DeviceUse:
+    """Which trials hold each of this machine's GPUs now, from the trials' starts and ends."""
+
+    def __init__(self, devices: Sequence[str]) -> None:
+        self._held: dict[str, set[int]] = {device: set() for device in devices}
+
+    def started(self, trial: TrialRecord) -> None:
+        for device in trial.devices:
+            self._held.setdefault(device, set()).add(trial.number)
+
+    def ended(self, trial: TrialRecord) -> None:
+        for holders in self._held.values():
+            holders.discard(trial.number)
+
+    def now(self) -> dict[str, list[int]]:
+        """Each GPU -> the trials holding it ([] for an idle one)."""
+        return {device: sorted(holders) for device, holders in self._held.items()}
 
 
 class ArtifactReporter:
@@ -164,8 +194,11 @@ class ArtifactReporter:
         objectives: tuple[Objective, ...],
         min_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        devices: Sequence[str] = (),
     ) -> None:
+        """`devices`: this machine's GPUs, whose use the budget artifact shows (none: trials run elsewhere)."""
         self._store, self._sweep_id, self._name = store, sweep_id, sweep_name
+        self._devices = DeviceUse(devices)
         self._objectives = objectives
         self._key = artifact_key(sweep_name)
         self._min_interval, self._clock = min_interval, clock
@@ -174,9 +207,10 @@ class ArtifactReporter:
         self.published = 0
 
     def trial_started(self, trial: TrialRecord) -> None:
-        return None
+        self._devices.started(trial)
 
     def trial_ended(self, trial: TrialRecord, status: BudgetStatus) -> None:
+        self._devices.ended(trial)
         now = self._clock()
         if self._last is None or now - self._last >= self._min_interval:
             self._publish_or_warn(status, None)
@@ -198,7 +232,7 @@ class ArtifactReporter:
         rows = summary_rows(records, self._objectives, PREFECT_UI_URL.value())
         shown = f"the best {len(rows)} of {len(records)} trials" if len(rows) < len(records) else "every trial"
         best = best_markdown(self._name, records, self._objectives)
-        budget = budget_markdown(self._name, status, reason)
+        budget = budget_markdown(self._name, status, reason, self._devices.now())
         progress = 100.0 if reason is not None else round(100 * status.fraction_used(), 1)
         if not self._ids:
             # First publish of this run: one artifact per key, attached to the sweep's flow run...

@@ -22,7 +22,14 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_hpo import Budget, Float, Objective, PrefectHPOError, SqlTrialStore, SweepResult, TrialState, sweep
 from prefect_hpo.budget import BudgetStatus, Usage
 from prefect_hpo.records import Outcome, TrialRecord
-from prefect_hpo.reporting.artifacts import ArtifactReporter, artifact_key, best_markdown, budget_markdown, summary_rows
+from prefect_hpo.reporting.artifacts import (
+    ArtifactReporter,
+    DeviceUse,
+    artifact_key,
+    best_markdown,
+    budget_markdown,
+    summary_rows,
+)
 from prefect_hpo.trial import Trial
 
 
@@ -91,6 +98,20 @@ def test_budget_markdown_lists_what_is_left() -> None:
     text = budget_markdown("s", status, "max_trials=10 reached")
     assert "| trials | 10 | 4 | 6 |" in text and "| time_s | 60 | 15 | 45 |" in text
     assert "Ended: max_trials=10 reached." in text
+    assert "GPUs" not in text  # trials placed elsewhere: nothing to say of this machine's devices
+
+
+def test_the_budget_shows_which_gpus_are_busy_and_the_summary_where_each_trial_ran() -> None:
+    use = DeviceUse(["0", "1"])
+    status = BudgetStatus(Budget(max_trials=10), Usage(2, 0, 0, 2, 1.0, 1.0))
+    use.started(replace(record(3, TrialState.RUNNING, None), devices=("0",)))
+    use.started(replace(record(4, TrialState.RUNNING, None), devices=("0",)))
+    use.ended(replace(record(3, TrialState.COMPLETE, (0.1,)), devices=("0",)))
+    text = budget_markdown("s", status, None, use.now())
+    assert "GPUs: 1 busy, 1 idle." in text and "| 0 | 4 |" in text and "| 1 | idle |" in text
+    placed = replace(record(5, TrialState.COMPLETE, (0.3,)), worker="gpu-host-2:42", devices=("1", "2"), cpu_threads=4)
+    (row,) = summary_rows([placed], (Objective("loss"),))
+    assert (row["host"], row["GPUs"], row["threads"]) == ("gpu-host-2", "1,2", 4)
 
 
 @pytest.mark.prefect
