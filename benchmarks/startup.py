@@ -12,7 +12,9 @@ cases are timed from outside, interpreter start to exit (to the end of its outpu
   (Prefect's temporary server is not started; Optuna needs no server and is not repeated);
 - `sweep 100 in-process`: 100 trivial trials (random, 4 worker processes), timed inside the script from the
   `sweep()` call to its return, with the Prefect server up and a first flow run made; against
-  `Optuna SQLite 100 in-process` (timed from `create_study`);
+  `Optuna SQLite 100 in-process` (timed from `create_study`), and `bare Prefect 100 in-process` (a flow that
+  submits 100 no-op task runs on 4 threads, timed the same way: Prefect's own floor for 100 trials that are
+  each a task run);
 - `first trials, N slots`: a sweep of N trials that each sleep 2 s, with the server already up: seconds from
   the moment a trial is recorded RUNNING to its end, the slowest of the N (2 s of it are the trial's own sleep;
   the rest is waiting for a worker process).
@@ -113,6 +115,30 @@ if __name__ == "__main__":
     bare(10)
 """
 
+BARE_TIMED_SCRIPT = """
+import json
+import sys
+import time
+
+from prefect import flow, task
+from prefect.task_runners import ThreadPoolTaskRunner
+
+@task
+def noop(i):
+    return float(i)
+
+@flow(task_runner=ThreadPoolTaskRunner(max_workers=4))
+def bare(n):
+    for future in [noop.submit(i) for i in range(n)]:
+        future.result()
+
+if __name__ == "__main__":
+    flow(lambda: None, name="warm")()
+    t = time.perf_counter()
+    bare(100)
+    print(json.dumps({"seconds": time.perf_counter() - t}))
+"""
+
 OPTUNA_SCRIPT = """
 import sys
 import optuna
@@ -170,6 +196,8 @@ def _run(case: str, code_dir: str | None, env: dict[str, str], workdir: Path) ->
         source, storage, args = TIMED_SCRIPT, f"sqlite:///{run_dir}/hpo.db", [slots, slots, "sleepy"]
     elif case.startswith("sweep 10 "):
         source, storage = SWEEP_SCRIPT.format(trials=10, slots=2), f"sqlite:///{run_dir}/hpo.db"
+    elif case.startswith("bare Prefect 100"):
+        source, storage, args = BARE_TIMED_SCRIPT, "", ["100"]
     elif case.startswith("bare"):
         source, storage = BARE_SCRIPT, ""
     else:
@@ -248,6 +276,7 @@ def main() -> None:
     peer_cases = [
         "bare Prefect 10 whole",
         "bare Prefect 10 whole, server up",
+        "bare Prefect 100 in-process",
         "Optuna SQLite 10 whole",
         "Optuna SQLite 100 in-process",
     ]
@@ -278,6 +307,7 @@ def main() -> None:
         "sweep 10 whole": "bare Prefect 10 whole",
         "sweep 10 whole, server up": "bare Prefect 10 whole, server up",
         "sweep 100 in-process": "Optuna SQLite 100 in-process",
+        "bare Prefect 100 in-process": "Optuna SQLite 100 in-process",
     }
     load = os.getloadavg()
     print(
