@@ -333,6 +333,10 @@ class ResourceLedger:
         return dict(self._used_gpu)
 
 
+#: The thread count this process was last given (a worker process runs many trials): its own, never shared.
+_APPLIED: dict[str, int] = {}
+
+
 def apply_placement(devices: Sequence[str], cpu_threads: int | None) -> None:
     """Pin this process (a trial's own worker) to its placement, before the training code runs.
 
@@ -344,8 +348,9 @@ def apply_placement(devices: Sequence[str], cpu_threads: int | None) -> None:
     """
     if devices:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-    if cpu_threads is None:
-        return
+    if cpu_threads is None or _APPLIED.get("threads") == cpu_threads:
+        return  # a worker that runs trial after trial with one share is set once (threadpoolctl costs ~ms)
+    _APPLIED["threads"] = cpu_threads
     for name in THREAD_VARIABLES:
         os.environ[name] = str(cpu_threads)
     try:
