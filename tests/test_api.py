@@ -28,7 +28,7 @@ BAD_ARGUMENTS = [
     ("name", {"name": "abc\n"}, r"sweep name 'abc\\n' is not usable; use letters, digits"),
     (
         "space",
-        {"space": {"x": Float(0, 1), "data": Categorical(["a" * 600_000, "b"])}},
+        {"space": {"x": Float(0, 1), "data": Categorical(["a" * 1_048_576, "b"])}},
         r"space parameter 'data'.*over the 524,288 bytes Prefect allows.*PREFECT_SERVER_API_MAX_PARAMETER_SIZE",
     ),
     (
