@@ -12,17 +12,24 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Under pytest-xdist each worker process runs a share of the test files: its own Prefect home (the temporary
+# server's SQLite database is one writer's) and its own marker below (a worker's end must not take the other's
+# servers for leftovers).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+HOME = ROOT / ".prefect_test_home" / (WORKER or "main")
 # Prefect reads its settings from the environment when a flow first runs: set them before.
-os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect_test_home"))
+os.environ.setdefault("PREFECT_HOME", str(HOME))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
-os.environ.setdefault("PREFECT_HPO_HOME", str(ROOT / ".prefect_test_home" / "hpo"))
+os.environ.setdefault("PREFECT_HPO_HOME", str(HOME / "hpo"))
 
 # Every process the suite starts carries this in its environment (children inherit it), so that the end of
 # the session can find any that outlived it: a server, a worker, a sweep's helper left running is a bug.
 SUITE_MARKER = "PREFECT_HPO_TEST_SUITE"
+if WORKER:
+    os.environ[SUITE_MARKER] = f"{uuid.uuid4().hex}-{WORKER}"
 os.environ.setdefault(SUITE_MARKER, uuid.uuid4().hex)
 # ... and the test that was running when it started, to say which test left it.
 TEST_MARKER = "PREFECT_HPO_TEST_NODE"

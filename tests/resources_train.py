@@ -21,6 +21,7 @@ def holds_devices(config: dict[str, Any], trial: Any) -> float:
         "omp": os.environ.get("OMP_NUM_THREADS"),
         "openblas": os.environ.get("OPENBLAS_NUM_THREADS"),
         "pid": os.getpid(),
+        "host": os.environ.get("PREFECT_HPO_DEVICE_LOCKS", "this machine"),  # a test's hosts share one machine
         "start": start,
     }
     if config["i"] == config["dies"] and trial.attempt == 1:

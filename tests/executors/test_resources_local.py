@@ -22,16 +22,19 @@ def logged(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def most_held(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """Each device's largest share held at once, over the logged intervals (a killed run ends when killed)."""
+def most_held(runs: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """Each (host, device)'s largest share held at once, over the logged intervals (a killed run ends when
+    killed)."""
     spans = [(r["start"], r.get("end", r.get("killed")), r) for r in runs]
-    most: dict[str, float] = {}
+    most: dict[tuple[str, str], float] = {}
     for start, _, _ in spans:
-        for device in {d for _, _, r in spans for d in r["devices"]}:
+        for host, device in {(r["host"], d) for _, _, r in spans for d in r["devices"]}:
             held = sum(
-                min(1.0, r["resources"]["gpu"]) for s, e, r in spans if device in r["devices"] and s <= start < e
+                min(1.0, r["resources"]["gpu"])
+                for s, e, r in spans
+                if r["host"] == host and device in r["devices"] and s <= start < e
             )
-            most[device] = max(most.get(device, 0.0), held)
+            most[host, device] = max(most.get((host, device), 0.0), held)
     return most
 
 

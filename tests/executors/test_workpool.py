@@ -28,7 +28,7 @@ from prefect_hpo.schedulers import ASHAScheduler
 from prefect_hpo.trial import TrialSpec
 from tests.executors.conftest import PREFECT, ROOT
 from tests.prefect_records import leaks, server_records, wait_for_events
-from tests.servers import flush_to_server, wait_final
+from tests.servers import flush_to_server, stop, wait_final
 from tests.workpool_train import slow_first_attempt, train
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
@@ -375,11 +375,12 @@ def test_a_password_never_reaches_prefect_on_a_work_pool(
 
 
 def test_gpu_trials_claim_their_hosts_devices_without_over_packing(
-    prefect_server: str, workers: dict[str, int], pg_url: str, tmp_path: Path
+    prefect_server: str, workers: dict[str, int], worker_home: Path, pg_url: str, tmp_path: Path
 ) -> None:
-    """The `gpu` worker's host declares GPUs 0 and 1; four trials at once share them by their requests, each
-    flow run sees only its own devices, and a trial asking for more than the host has fails with the host's
-    word, once (not retried)."""
+    """Two GPU hosts on the `gpu` queue: the module's `gpu` worker (GPUs 0 and 1) and a second worker started
+    here with an inventory of its own (GPU 0) and its own lock folder. Trials share each host's devices by their
+    requests, each flow run sees only its own devices, and a trial asking for more than its host has fails with
+    the host's word, once (not retried)."""
     from tests.executors.test_resources_local import logged, most_held
     from tests.resources_train import holds_devices
 
@@ -391,19 +392,33 @@ def test_gpu_trials_claim_their_hosts_devices_without_over_packing(
         "seconds": Categorical([1.5]),
         "log": Categorical([str(log)]),
     }
-    with temporary_settings({PREFECT_API_URL: prefect_server}):
-        result = sweep(
-            holds_devices,
-            space,
-            "loss",
-            "grid",
-            Budget(max_trials=6, max_concurrent=4),
-            storage=pg_url,
-            name="gpu-leases",
-            executor=WorkPoolExecutor(pool="hpo"),
-            resources=lambda c: {"gpu": c["size"]},
-            max_retries=2,
+    second_host = {"CUDA_VISIBLE_DEVICES": "0", "PREFECT_HPO_DEVICE_LOCKS": str(tmp_path / "locks-b")}
+    env = dict(os.environ, PREFECT_API_URL=prefect_server, PREFECT_HOME=str(worker_home), **second_host)
+    env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="0")
+    with open(tmp_path / "worker-b.log", "wb") as out:
+        worker_b = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "hpo", "--work-queue", "gpu", "--name", "worker-gpu-b"],
+            env=env,
+            stdout=out,
+            stderr=out,
+            cwd=ROOT,
         )
+    try:
+        with temporary_settings({PREFECT_API_URL: prefect_server}):
+            result = sweep(
+                holds_devices,
+                space,
+                "loss",
+                "grid",
+                Budget(max_trials=6, max_concurrent=4),
+                storage=pg_url,
+                name="gpu-leases",
+                executor=WorkPoolExecutor(pool="hpo"),
+                resources=lambda c: {"gpu": c["size"]},
+                max_retries=2,
+            )
+    finally:
+        stop(worker_b)
     by_size = {size: [r for r in result.records if r.config["size"] == size] for size in (0.5, 1, 4)}
     assert {r.state for r in by_size[0.5] + by_size[1]} == {TrialState.COMPLETE}
     for record in by_size[4]:
@@ -412,7 +427,8 @@ def test_gpu_trials_claim_their_hosts_devices_without_over_packing(
     runs = logged(log)
     assert len(runs) == 4
     for run in runs:
-        assert run["cuda"] == ",".join(run["devices"]) and set(run["devices"]) <= {"0", "1"}
+        has = {"0"} if run["host"] == second_host["PREFECT_HPO_DEVICE_LOCKS"] else {"0", "1"}
+        assert run["cuda"] == ",".join(run["devices"]) and set(run["devices"]) <= has
         assert len(run["devices"]) == 1
     assert max(most_held(runs).values()) <= 1.0
     held = {r.number: r.devices for r in result.records if r.state == TrialState.COMPLETE}
