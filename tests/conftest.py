@@ -16,14 +16,21 @@ ROOT = Path(__file__).resolve().parents[1]
 # server's SQLite database is one writer's) and its own marker below (a worker's end must not take the other's
 # servers for leftovers).
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
-HOME = ROOT / ".prefect_test_home" / (WORKER or "main")
-# Prefect reads its settings from the environment when a flow first runs: set them before.
-os.environ.setdefault("PREFECT_HOME", str(HOME))
+HOMES = ROOT / ".prefect_test_home"
+HOME = HOMES / (WORKER or "main")
+HOME.mkdir(parents=True, exist_ok=True)  # Prefect creates its home without its parents
+# Prefect reads its settings from the environment when a flow first runs: set them before. A worker inherits the
+# controlling process's environment, defaults included: it replaces those with its own.
+for name, value, default in (
+    ("PREFECT_HOME", HOME, HOMES / "main"),
+    ("PREFECT_HPO_HOME", HOME / "hpo", HOMES / "main" / "hpo"),
+):
+    if os.environ.get(name) in (None, str(default)):
+        os.environ[name] = str(value)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
-os.environ.setdefault("PREFECT_HPO_HOME", str(HOME / "hpo"))
 
 # Every process the suite starts carries this in its environment (children inherit it), so that the end of
 # the session can find any that outlived it: a server, a worker, a sweep's helper left running is a bug.
