@@ -13,6 +13,7 @@ forks): the `CUDA_VISIBLE_DEVICES` the sweep was started with, else NVML (`nvidi
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import shutil
@@ -221,6 +222,9 @@ def never_fits(request: ResourceRequest, inventory: Inventory) -> str | None:
         if amount <= 0:
             continue
         if name not in inventory.custom:
+            near = difflib.get_close_matches(name.lower(), ["gpu", "cpu", *inventory.custom], n=1, cutoff=0.75)
+            if near:
+                return f"resources[{name!r}]={amount:g}: no resource is called {name!r}; did you mean {near[0]!r}?"
             return (
                 f"resources[{name!r}]={amount:g} but no capacity of {name!r} is declared; declare it with "
                 f"capacity={{{name!r}: N}}, or ask only for 'gpu' and 'cpu'"

@@ -159,6 +159,12 @@ class TestLedger:
         assert __import__("re").search(named, why), why
         assert never_fits(ResourceRequest(gpu=0.5, cpu=4), Inventory(devices=("0",), cpus=4)) is None
 
+    def test_a_misspelt_resource_is_named_with_the_one_meant(self) -> None:
+        inventory = Inventory(devices=("0",), cpus=4, custom={"license": 1})
+        for typo, meant in (("gpus", "gpu"), ("GPU", "gpu"), ("cpus", "cpu"), ("licence", "license")):
+            why = never_fits(ResourceRequest(custom={typo: 1}), inventory)
+            assert why == f"resources[{typo!r}]=1: no resource is called {typo!r}; did you mean {meant!r}?"
+
 
 def test_a_placement_sets_the_devices_and_threads_in_a_process_that_has_numpy_loaded() -> None:
     """In a real process that loaded numpy (and so its BLAS, with a thread per core) before the trial: its BLAS
