@@ -154,13 +154,14 @@ class SweepOptions(BaseModel):
         """What this machine lends the trials: `devices` found or given, `capacity` or the cores found."""
         return build_inventory(self.devices, self.capacity)
 
-    def fresh_processes(self) -> bool:
-        """Whether each trial needs a worker process of its own: its trials may hold GPUs on this machine."""
+    def fresh_processes(self, inventory: Inventory | None = None) -> bool:
+        """Whether each trial needs a worker process of its own: its trials may hold GPUs on this machine
+        (`inventory`: this machine's, where the caller has it; found otherwise)."""
         if self.executor is not None or self.workers != "processes" or self.resources is None:
             return False
         if not callable(self.resources) and self.requested({}).gpu == 0:
             return False
-        return bool(self.inventory().devices)
+        return bool((inventory or self.inventory()).devices)
 
     @model_serializer
     def parameters(self) -> dict[str, Any]:

@@ -350,13 +350,11 @@ def apply_placement(devices: Sequence[str], cpu_threads: int | None) -> None:
     run time: threadpoolctl where installed (numpy's and scikit-learn's BLAS and OpenMP), torch's own call where
     torch is loaded.
     """
-    if devices:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    os.environ.update(Placement(tuple(devices)).environment())
     if cpu_threads is None or _APPLIED.get("threads") == cpu_threads:
         return  # a worker that runs trial after trial with one share is set once (threadpoolctl costs ~ms)
     _APPLIED["threads"] = cpu_threads
-    for name in THREAD_VARIABLES:
-        os.environ[name] = str(cpu_threads)
+    os.environ.update(Placement(cpu_threads=cpu_threads).environment())
     try:
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     except ImportError:

@@ -116,13 +116,16 @@ def sweep_flow(options: SweepOptions, storage_url: SecretStr | None = None) -> S
             )
         store.start_sweep(sweep_id, flow_run_id)
         stopper, searcher = options.search(store.next_number(sweep_id))
+        # this machine's GPUs and cores, found once (nvidia-smi takes a moment); None where trials run elsewhere,
+        # placed on the hosts that take them
+        inventory = options.inventory() if executor is None else None
         if isinstance(executor, ClusterExecutor):
             runner = ClusterTrials(train, store, limits.trial_time_limit)
         elif isinstance(executor, WorkPoolExecutor):
             storage = shown(options.storage, url)  # what the workers are told: a reference, or a plain URL
             runner = WorkPoolTrials(executor, store, import_path(train), storage, limits.trial_time_limit)
         else:
-            fresh = options.fresh_processes()
+            fresh = options.fresh_processes(inventory)
             runner = LocalTrials(
                 train,
                 store,
@@ -145,7 +148,7 @@ def sweep_flow(options: SweepOptions, storage_url: SecretStr | None = None) -> S
             running_adopted=isinstance(runner, WorkPoolTrials),
         )
         if options.artifact_interval is not None:
-            local_gpus = options.inventory().devices if executor is None else ()
+            local_gpus = inventory.devices if inventory is not None else ()
             artifacts = ArtifactReporter(
                 store, sweep_id, name, objectives, min_interval=options.artifact_interval, devices=local_gpus
             )
@@ -166,7 +169,7 @@ def sweep_flow(options: SweepOptions, storage_url: SecretStr | None = None) -> S
             scheduler=None if isinstance(stopper, FIFOScheduler) and stopper.max_t is None else stopper,
             checkpoints=layout,
             interrupted=interrupts.signal_name,
-            inventory=options.inventory() if executor is None else None,  # elsewhere, trials are placed there
+            inventory=inventory,
         )
         try:
             outcome = run_loop(searcher, store, runner, settings, reporter)
