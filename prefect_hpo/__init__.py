@@ -28,6 +28,7 @@ _EXPORTS = {
     "Budget": "prefect_hpo.budget",
     "SweepResult": "prefect_hpo.result",
     "load_result": "prefect_hpo.result",
+    "wait_for_plots": "prefect_hpo.reporting.artifacts",
     "TrialState": "prefect_hpo.records",
     "TrialRecord": "prefect_hpo.records",
     "Trial": "prefect_hpo.trial",
@@ -83,6 +84,9 @@ if TYPE_CHECKING:
     from prefect_hpo.records import (
         TrialRecord as TrialRecord,
         TrialState as TrialState,
+    )
+    from prefect_hpo.reporting.artifacts import (
+        wait_for_plots as wait_for_plots,
     )
     from prefect_hpo.result import (
         SweepResult as SweepResult,

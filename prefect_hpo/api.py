@@ -17,6 +17,7 @@ from prefect_hpo.budget import Budget
 from prefect_hpo.errors import PrefectHPOError, ServerStartError
 from prefect_hpo.executors.main_script import skip_top_level_sweep
 from prefect_hpo.executors.settings import ClusterExecutor, WorkerKind, WorkPoolExecutor
+from prefect_hpo.flow_heartbeats import sent_by_the_sweep
 from prefect_hpo.head_start import HeadStart
 from prefect_hpo.importing import import_path
 from prefect_hpo.interrupts import install_quiet_hook, quiet, sweep_interrupted
@@ -237,6 +238,7 @@ def run_sweep(options: SweepOptions, url: str) -> SweepResult:
                 settings.enter_context(without_heartbeats())
                 if isinstance(executor, ClusterExecutor) and executor.on_this_machine:
                     settings.enter_context(shared_with_cluster_workers())
+            settings.enter_context(sent_by_the_sweep())  # its end does not wait for Prefect's heartbeat thread
             try:
                 state = run(options, SecretStr(url), return_state=True)
             except Exception as exc:

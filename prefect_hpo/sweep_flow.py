@@ -24,6 +24,7 @@ from prefect_hpo.executors.local import LocalTrials
 from prefect_hpo.executors.run_states import trial_ends_as_warnings
 from prefect_hpo.executors.settings import ClusterExecutor, WorkPoolExecutor
 from prefect_hpo.executors.workpool import WorkPoolTrials
+from prefect_hpo.flow_heartbeats import FlowRunHeartbeats
 from prefect_hpo.head_start import current_head_start
 from prefect_hpo.importing import import_path
 from prefect_hpo.interrupts import Interrupts
@@ -90,6 +91,7 @@ def sweep_flow(options: SweepOptions, storage_url: SecretStr | None = None) -> S
     held = contextlib.ExitStack()
     interrupts = held.enter_context(Interrupts())
     held.enter_context(trial_ends_as_warnings())
+    held.enter_context(FlowRunHeartbeats())  # sweep() took them over from Prefect's engine (flow_heartbeats)
     interrupts.add_hard_stop(stop_temporary_server)
     try:
         sweep_id = store.open_sweep(

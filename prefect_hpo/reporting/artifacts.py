@@ -45,7 +45,8 @@ import pandas as pd
 import pebble
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import ArtifactUpdate
+from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
+from prefect.context import FlowRunContext, SettingsContext, get_settings_context
 from prefect.exceptions import PrefectException
 from prefect.settings import PREFECT_UI_URL
 from sqlalchemy.engine import make_url
@@ -313,23 +314,28 @@ class SweepSnapshot(Protocol):
 class PlotDrawer:
     """Draws the sweep's plots into `folder` when it ends, and shows them in a `<key>-plots` artifact.
 
-    A context manager: leaving it stops the helper. The sweep's flow calls `draw(result)` when the sweep has
-    run to its end; an interrupted or failed sweep leaves without drawing (a Ctrl-C should end the
-    process in seconds, not after the plots).
+    A context manager: leaving it stops the helper, unless a drawing is under way (`draw`). The sweep's
+    flow calls `draw(result)` when the sweep has run to its end; an interrupted or failed sweep leaves
+    without drawing (a Ctrl-C should end the process in seconds, not after the plots).
 
     The drawing happens in a helper process, started with the reporter, that imports matplotlib and
-    Optuna's plotting and importance modules (about 3 s of CPU here, scikit-learn included when it is
-    installed: Optuna's importance module imports it) while the trials run, and draws when the sweep
-    ends. In the parent, that work held the GIL that the loop and Prefect's task engine need: over
+    Optuna's plotting and importance modules (about 1.5 s of CPU here) while the trials run, and draws when
+    the sweep ends. In the parent, that work held the GIL that the loop and Prefect's task engine need: over
     1,000 trivial trials it was 13% of the parent's time (py-spy --gil) and the parent, not the trials,
     set the sweep's pace.
+
+    The sweep does not wait for its plots: `draw` hands the drawing and the artifact to a thread of their
+    own and returns, and the flow run ends with the sweep's result. On a short sweep the helper's imports
+    were not done by its end (they share the cores with the trials), and `sweep()` of 100 trivial trials
+    waited 2-3 s for plots that nothing in the result needs. The thread publishes the artifact on the sweep's
+    own flow run, in the settings of the `sweep()` call (its server), and the process waits for it at exit
+    (`wait_for_plots`); the PNGs are in `folder` by then.
     """
 
     def __init__(self, space: SearchSpace, folder: str | Path, drawer: PlotHelper | None = None) -> None:
         """`drawer`: a plot helper started earlier (`start_drawer`, by `sweep()`); default: one started now."""
         self._space, self._folder = space, Path(folder)
-        self.images: dict[str, Path] = {}
-        self._drawer = drawer if drawer is not None else start_drawer()
+        self._drawer: PlotHelper | None = drawer if drawer is not None else start_drawer()
 
     def __enter__(self) -> PlotDrawer:
         return self
@@ -338,37 +344,109 @@ class PlotDrawer:
         self.close()
 
     def draw(self, result: SweepSnapshot) -> None:
-        """Draw the plots of the sweep as `result` (read from the store when it ended) holds it, and publish them."""
+        """Start drawing the plots of the sweep as `result` (read from the store when it ended) holds it; a
+        thread of their own publishes them when they are drawn (`wait_for_plots` waits for it)."""
+        drawer, self._drawer = self._drawer, None
+        if drawer is None:
+            return
         curves = result.curves()
         try:
-            drawing = self._drawer.pool.schedule(
+            drawing = drawer.pool.schedule(
                 draw_plots, args=(result.records, self._space, result.objectives, curves, self._folder)
             )
-            self.images = drawing.result()
         except Exception as exc:  # noqa: BLE001 - plots are the monitoring screen, not the sweep's result
             _log.warning("sweep %s: its plots could not be drawn (%s: %s)", result.name, type(exc).__name__, exc)
+            drawer.stop()
             return
-        finally:
-            self.close()
-        compared = comparison_of(result.records, curves, result.objectives[0]).describe()
-        try:
-            self._publish(result.name, self.images, compared)
-        except (PrefectException, httpx.HTTPError) as exc:  # the PNGs are on disk; the sweep's facts in the store
-            _log.warning(
-                "sweep %s: its plots artifact could not be made (%s: %s)", result.name, type(exc).__name__, exc
-            )
+        plots = _Plots(
+            result.name, drawing, drawer, comparison_of(result.records, curves, result.objectives[0]).describe()
+        )
+        thread = threading.Thread(target=plots.finish, daemon=True, name=f"{_PLOTS_THREAD}{result.name}")
+        thread.start()
+        _wait_for_plots_at_exit()
 
     def close(self) -> None:
-        """Stop the helper process."""
-        self._drawer.stop()
+        """Stop the helper process, unless it is drawing for `draw`."""
+        drawer, self._drawer = self._drawer, None
+        if drawer is not None:
+            drawer.stop()
 
-    def _publish(self, name: str, images: dict[str, Path], compared: str) -> None:
-        create_markdown_artifact(
-            plots_markdown(name, images, compared),
-            key=f"{artifact_key(name)}-plots",
-            description=f"Sweep {name}: optimization history, parameter importance, parallel coordinates, "
-            "training curves.",
-        )
+
+#: The name every plots thread's name starts with: `wait_for_plots` finds them by it.
+_PLOTS_THREAD = "hpo-plots: "
+_AT_EXIT = threading.Lock()
+_at_exit_registered: list[bool] = []
+
+
+class _Plots:
+    """One sweep's plots being drawn: waits for them, stops the helper, publishes the artifact."""
+
+    def __init__(self, name: str, drawing: Any, drawer: PlotHelper, compared: str) -> None:
+        self._name, self._drawing, self._drawer, self._compared = name, drawing, drawer, compared
+        context = FlowRunContext.get()
+        self._flow_run_id = context.flow_run.id if context is not None and context.flow_run is not None else None
+        # the settings of the sweep() call, for the thread: the API of a temporary server is set only around it
+        # (not the whole context: its Prefect client is closed when the flow run ends)
+        self._settings = get_settings_context()
+
+    def finish(self) -> None:
+        try:
+            images: dict[str, Path] = self._drawing.result()
+        except Exception as exc:  # noqa: BLE001 - plots are the monitoring screen, not the sweep's result
+            _log.warning("sweep %s: its plots could not be drawn (%s: %s)", self._name, type(exc).__name__, exc)
+            return
+        finally:
+            self._drawer.stop()
+        try:
+            with SettingsContext(profile=self._settings.profile, settings=self._settings.settings):
+                self._publish(images)
+        except (PrefectException, httpx.HTTPError) as exc:  # the PNGs are on disk; the sweep's facts in the store
+            _log.warning("sweep %s: its plots artifact could not be made (%s: %s)", self._name, type(exc).__name__, exc)
+
+    def _publish(self, images: dict[str, Path]) -> None:
+        with get_client(sync_client=True) as client:
+            client.create_artifact(
+                ArtifactCreate(
+                    key=f"{artifact_key(self._name)}-plots",
+                    type="markdown",
+                    description=f"Sweep {self._name}: optimization history, parameter importance, parallel "
+                    "coordinates, training curves.",
+                    data=plots_markdown(self._name, images, self._compared),
+                    flow_run_id=self._flow_run_id,
+                )
+            )
+
+
+def wait_for_plots(timeout: float | None = None) -> bool:
+    """Wait until every sweep of this process has published its plots (`PlotDrawer.draw`); False if some
+    were still being drawn after `timeout` seconds. A script's exit waits for them by itself."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.startswith(_PLOTS_THREAD):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+    return True
+
+
+def _wait_for_plots_at_exit() -> None:
+    """Once per process: at exit, wait for the plots still being drawn. A Ctrl-C during that wait gives them
+    up at once, quietly.
+
+    Registered with `threading._register_atexit`, not `atexit`: Prefect's services (the events worker that
+    publishing an artifact emits through) register their drain there, and those hooks run, last registered
+    first, before `atexit`'s and before a non-daemon thread is joined. Registered at the first drawing, after
+    Prefect's, the wait runs before they drain. The hook is private to `threading`; Prefect relies on it too.
+    """
+    with _AT_EXIT:
+        if not _at_exit_registered:
+            threading._register_atexit(_plots_at_exit)  # type: ignore[attr-defined]
+            _at_exit_registered.append(True)
+
+
+def _plots_at_exit() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        wait_for_plots()
 
 
 class PlotHelper:

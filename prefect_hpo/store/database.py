@@ -132,7 +132,7 @@ class Database:
                         # one migrator at a time; the others then find the store migrated
                         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
                     if migrate.current_revision(conn) != migrate.HEAD:
-                        migrate.upgrade(conn, where=f"storage {self.safe_url!r}")
+                        migrate.bring_to_head(conn, where=f"storage {self.safe_url!r}")
                     return make_uid(conn)
             except DBAPIError as exc:
                 if is_read_only(exc) and self._revision() == migrate.HEAD:

@@ -19,7 +19,17 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from prefect_hpo import Budget, Float, Objective, PrefectHPOError, SqlTrialStore, SweepResult, TrialState, sweep
+from prefect_hpo import (
+    Budget,
+    Float,
+    Objective,
+    PrefectHPOError,
+    SqlTrialStore,
+    SweepResult,
+    TrialState,
+    sweep,
+    wait_for_plots,
+)
 from prefect_hpo.budget import BudgetStatus, Usage
 from prefect_hpo.records import Outcome, TrialRecord
 from prefect_hpo.reporting.artifacts import (
@@ -134,7 +144,10 @@ def test_a_sweep_against_a_real_server_leaves_every_artifact_readable(ui_server:
             workers="threads",
             artifact_interval=0,  # every trial's end updates them
         )
+        assert wait_for_plots(timeout=120)  # sweep() returned with its result; the plots follow from a thread
         parts = {k: artifacts(f"artifacts-now-{k}", result) for k in ("summary", "best", "budget", "progress", "plots")}
+    # all on the sweep's own flow run, the plots too (published after that flow run ended)
+    assert len({v[0].flow_run_id for v in parts.values()}) == 1 and parts["plots"][0].flow_run_id is not None
     ui = ui_server.removesuffix("/api")  # each row links to its trial's task run in this server's UI
     # one artifact per key in this run, updated in place to the final state
     assert {k: len(v) for k, v in parts.items()} == dict.fromkeys(parts, 1)

@@ -14,7 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from prefect_hpo import Budget, Categorical, Float, Int, SqlTrialStore, SweepResult, sweep
+from prefect_hpo import Budget, Categorical, Float, Int, SqlTrialStore, SweepResult, sweep, wait_for_plots
 from prefect_hpo.trial import Trial
 
 pytestmark = pytest.mark.prefect
@@ -77,6 +77,7 @@ def ui_sweep(ui_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[
             seed=2,
             workers="threads",
         )
+        assert wait_for_plots(timeout=120)
     return result, folder
 
 

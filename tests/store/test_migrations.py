@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,6 +86,75 @@ def test_migrated_tables_are_the_tables_the_code_uses(storage_url: str) -> None:
     assert differences == []
     assert version == "6"  # what a release from before migrations checks, and refuses as newer than its own
     assert _revision(storage_url) == migrate.HEAD
+
+
+def _tables(url: str) -> dict[str, Any]:
+    """Everything about a store's tables a migration could depend on, as the database reports it."""
+    engine = create_engine(url)
+    found = inspect(engine)
+    tables = {
+        name: {
+            "columns": {c["name"]: (str(c["type"]), c["nullable"]) for c in found.get_columns(name)},
+            "primary key": found.get_pk_constraint(name)["constrained_columns"],
+            "unique": sorted(tuple(u["column_names"]) for u in found.get_unique_constraints(name)),
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in found.get_indexes(name)
+            ),
+            "foreign keys": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
+                for f in found.get_foreign_keys(name)
+            ),
+        }
+        for name in found.get_table_names()
+    }
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT key, value FROM hpo_meta ORDER BY key")).all()
+        stamped = MigrationContext.configure(conn, opts={"version_table": schema.VERSION_TABLE}).get_current_revision()
+    engine.dispose()
+    return {"tables": tables, "meta": rows, "stamped": stamped}
+
+
+def _drop_everything(url: str) -> None:
+    engine = create_engine(url)
+    schema.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE IF EXISTS {schema.VERSION_TABLE}"))
+    engine.dispose()
+
+
+def test_a_new_store_is_created_as_every_migration_would_leave_it(storage_url: str) -> None:
+    """A new store's tables are made from the metadata and stamped (no Alembic import); that store must be
+    the one the migrations build, or a later migration would meet a table it does not expect."""
+    engine = create_engine(storage_url)
+    with engine.begin() as conn:
+        migrate.upgrade(conn)  # every migration, from an empty database
+    engine.dispose()
+    migrated = _tables(storage_url)
+    _drop_everything(storage_url)
+    SqlTrialStore(storage_url).close()  # a new store, as sweep() opens one
+    created = _tables(storage_url)
+    assert created["stamped"] == migrate.HEAD  # Alembic reads the stamp as the head
+    assert created["tables"] == migrated["tables"]
+    assert [tuple(r) for r in created["meta"] if r[0] == "schema_version"] == [("schema_version", "6")]
+    engine = create_engine(storage_url)
+    with engine.begin() as conn:  # and Alembic can take it from there: down one revision, and up again
+        command.downgrade(migrate._config(conn), "0005")
+        assert migrate.current_revision(conn) == "0005"
+        migrate.upgrade(conn)
+    engine.dispose()
+    assert _tables(storage_url)["tables"] == migrated["tables"]
+
+
+def test_opening_a_new_store_does_not_import_alembic(tmp_path: Path) -> None:
+    """What the fast path is for: a new user's first sweep does not pay for Alembic's import."""
+    code = (
+        "import sys\n"
+        "from prefect_hpo.store import SqlTrialStore\n"
+        f"SqlTrialStore('sqlite:///{tmp_path / 'new.db'}').close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(

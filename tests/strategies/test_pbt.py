@@ -9,7 +9,7 @@ import cloudpickle
 import pytest
 
 from benchmarks.problems import noisy_sgd_trial
-from prefect_hpo import Budget, Float, TrialState, sweep
+from prefect_hpo import Budget, Float, TrialState, sweep, wait_for_plots
 from prefect_hpo.errors import PrefectHPOError, StrategyError
 from prefect_hpo.objective import Objective
 from prefect_hpo.options import build_search
@@ -58,6 +58,7 @@ def test_a_population_trains_in_generations_and_passes_checkpoints_on(tmp_path: 
         assert state["step"] == lineage["end_step"] and state["path"][-2:] == [parent.number, record.number]
     exploits = [r for r in records.values() if r.lineage and "exploited" in r.lineage]
     assert len(exploits) == 3  # one member (the bottom quarter of 4) per generation after the first
+    assert wait_for_plots(timeout=120)
     assert "lineage" in (p.stem for p in (tmp_path / "plots").rglob("*.png"))
 
 
