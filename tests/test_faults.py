@@ -177,6 +177,7 @@ def _by_number(records: list[TrialRecord]) -> dict[int, TrialRecord]:
 
 
 @pytest.mark.parametrize("storage", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.timeout(900)  # 20 real parents started and killed: 150-180 s alone, 250-300 s on a loaded machine
 def test_twenty_random_kills_of_a_four_slot_parent_lose_repeat_and_fail_nothing(
     storage: str, tmp_path: Path, ui_server: str, request: pytest.FixtureRequest
 ) -> None:
