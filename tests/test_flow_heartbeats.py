@@ -9,9 +9,13 @@ from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
 from prefect_hpo import Budget, Float, SqlTrialStore, sweep
 from prefect_hpo.flow_heartbeats import FlowRunHeartbeats, sent_by_the_sweep
 from tests.prefect_records import wait_for_events
+from tests.servers import flush_to_server
 
 
 def test_a_sweep_sends_its_flow_runs_heartbeat_itself_and_prefect_does_not(ui_server: str, sqlite_url: str) -> None:
+    # Prefect keeps one events worker per process for any running server, made with the API URL of its first
+    # event: in this test process that may be another test's server, stopped since. Drained, it is made anew.
+    flush_to_server()
     with temporary_settings({PREFECT_API_URL: ui_server, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}):
         sweep(
             lambda c: c["x"],
