@@ -47,6 +47,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
 from prefect.context import FlowRunContext, SettingsContext, get_settings_context
+from prefect.events.worker import EventsWorker, should_emit_events
 from prefect.exceptions import PrefectException
 from prefect.settings import PREFECT_UI_URL
 from sqlalchemy.engine import make_url
@@ -400,6 +401,7 @@ class _Plots:
         try:
             with SettingsContext(profile=self._settings.profile, settings=self._settings.settings):
                 self._publish(images)
+                _wait_for_events_sent()
         except (PrefectException, httpx.HTTPError) as exc:  # the PNGs are on disk; the sweep's facts in the store
             _log.warning("sweep %s: its plots artifact could not be made (%s: %s)", self._name, type(exc).__name__, exc)
 
@@ -415,6 +417,17 @@ class _Plots:
                     flow_run_id=self._flow_run_id,
                 )
             )
+
+
+def _wait_for_events_sent() -> None:
+    """Wait until Prefect's events worker has sent what it queues (the artifact's `prefect.artifact.created`).
+
+    The plots are often published at the script's exit, just before Prefect drains that worker; a drain that
+    finds an event still queued logs a WARNING ("Still processing items"), which a normal run must not print.
+    The worker's queue is joined from here instead, while it is still running (it sends or drops each item).
+    """
+    if should_emit_events():
+        EventsWorker.instance().wait_until_empty()
 
 
 def wait_for_plots(timeout: float | None = None) -> bool:
