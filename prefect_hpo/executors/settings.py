@@ -37,7 +37,8 @@ class WorkPoolExecutor:
         default_queue: the queue of trials that ask for none of the listed resources.
         resources: what each trial needs, e.g. {"gpu": 1}, or a function of the config (default: the
             sweep's `resources`).
-        poll_interval: seconds between looks at a running trial's flow run.
+        poll_interval: seconds between the sweep's looks at its trials in flight (one store query for all
+            of them; a flow run's state is read only when its trial has gone silent or was asked to stop).
         heartbeat_interval: seconds between a running trial's heartbeats in the store.
         heartbeat_timeout: a running trial silent this long is taken for dead (its worker died):
             its flow run is marked Crashed and the trial FAIL_RECOVERABLE, to be retried.

@@ -11,7 +11,7 @@ tables and questions, all over the one `Database` the store opened:
 |          |                | leave_paused, give_up, request_stop, stop_request, trial, trials, find_config |
 | `Reports` | `store.reports` | add_report, reports, running_averages |
 | `Rungs` | `store.rungs` | record_rung, rungs, rung_scores, paused_at_rungs |
-| `Heartbeats` | `store.heartbeats` | beat, heartbeat |
+| `Heartbeats` | `store.heartbeats` | beat, heartbeat, pulses |
 | `BudgetUsage` | `store.usage` | usage, total_steps |
 
 A part is usable on its own over a `Database` (a test, a tool that needs one group of calls); the store

@@ -41,6 +41,7 @@ def test_queue_routing() -> None:
     assert WorkPoolExecutor(resources={"gpu": 0.5}).queue_for({}) == "gpu"
 
 
+@pytest.mark.timeout(600)  # 12 flow runs, a new Python process each: 155 s on a loaded 2-core machine
 def test_a_sweep_runs_on_workers_by_queue_with_asha(
     prefect_server: str, workers: dict[str, int], worker_home: Path, pg_url: str
 ) -> None:
