@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -234,3 +237,38 @@ def test_the_plot_helper_process_leaves_with_a_killed_parent(tmp_path: Path) -> 
         assert not helper.is_running()
     finally:
         parent.kill()
+
+
+AT_EXIT_SCRIPT = """
+import threading
+from prefect_hpo.reporting.artifacts import _PLOTS_THREAD, _wait_for_plots_at_exit
+
+# plots that never finish: the exit waits for them until a Ctrl-C gives them up
+threading.Thread(target=threading.Event().wait, name=_PLOTS_THREAD + "slow", daemon=True).start()
+_wait_for_plots_at_exit()
+print("ended", flush=True)
+"""
+
+
+def test_a_ctrl_c_while_the_exit_waits_for_plots_ends_the_process_at_once_and_quietly(tmp_path: Path) -> None:
+    script = tmp_path / "waits.py"
+    script.write_text(AT_EXIT_SCRIPT)
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=root)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ended"  # the script's body is done: its exit waits now
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)  # ... and keeps waiting for the plots
+        os.kill(proc.pid, signal.SIGINT)
+        start = time.monotonic()
+        said = proc.communicate(timeout=30)[0]
+        assert time.monotonic() - start < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in said and "KeyboardInterrupt" not in said, said
