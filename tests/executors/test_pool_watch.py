@@ -35,7 +35,8 @@ from prefect_hpo.trial import TrialSpec
 
 pytestmark = pytest.mark.prefect
 
-TIMEOUT = 30.0  # heartbeat_timeout: long against the test, so that only the trials made silent are silent
+TIMEOUT = 60.0  # heartbeat_timeout: long against the test (the queued trial is looked at once in it), so that
+# only the trials made silent are silent
 
 
 @flow(name="hpo-watched")
@@ -115,7 +116,7 @@ def test_one_watcher_reads_only_the_flow_runs_of_silent_queued_or_stopped_trials
 
     def follow(kind: str) -> None:
         try:
-            ended[kind] = jobs[kind].follow(str(runs[kind].id), now - 60)
+            ended[kind] = jobs[kind].follow(str(runs[kind].id), now - 100)
         except RuntimeError as exc:
             ended[kind] = exc
 
