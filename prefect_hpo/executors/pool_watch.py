@@ -131,15 +131,12 @@ class PoolWatch:
                 del self._jobs[job.trial_id]
 
     def close(self) -> None:
-        with self._lock:
-            self._closed.set()
-            thread, jobs = self._thread, list(self._jobs.values())
-            self._jobs.clear()
+        self._closed.set()
         self._wake.set()
+        thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
-        for job in jobs:
-            job.give_up(RuntimeError("the sweep ended while this trial's flow run was still running"))
+        self._give_up_all(RuntimeError("the sweep ended while this trial's flow run was still running"))
 
     def _run(self) -> None:
         failing_since: float | None = None

@@ -147,8 +147,10 @@ class WorkPoolJob:
         return False
 
     def wants_cancelling(self) -> str | None:
-        with self._lock:
-            return None if self.cancel_reason is None or self._cancel_sent else self.cancel_reason
+        with self._lock:  # not for a job that has ended: its run is ending by itself (e.g. "Pruned")
+            if self.cancel_reason is None or self._cancel_sent or self._ended.is_set():
+                return None
+            return self.cancel_reason
 
     def cancelling_sent(self) -> None:
         self._cancel_sent = True
