@@ -12,7 +12,8 @@ from pathlib import Path
 
 from flows.digits_mlp import SPACE, train
 from prefect_hpo import Budget, Objective, sweep
-from prefect_hpo.reporting.artifacts import artifact_key, plots_folder
+from prefect_hpo.reporting.artifacts import artifact_key
+from prefect_hpo.reporting.plots_artifact import plots_folder
 from prefect_hpo.store.urls import default_home, resolve_storage
 
 DEMO_STORAGE = "runs/hpo.db"

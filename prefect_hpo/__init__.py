@@ -28,7 +28,7 @@ _EXPORTS = {
     "Budget": "prefect_hpo.budget",
     "SweepResult": "prefect_hpo.result",
     "load_result": "prefect_hpo.result",
-    "wait_for_plots": "prefect_hpo.reporting.artifacts",
+    "wait_for_plots": "prefect_hpo.reporting.plots_artifact",
     "TrialState": "prefect_hpo.records",
     "TrialRecord": "prefect_hpo.records",
     "Trial": "prefect_hpo.trial",
@@ -85,7 +85,7 @@ if TYPE_CHECKING:
         TrialRecord as TrialRecord,
         TrialState as TrialState,
     )
-    from prefect_hpo.reporting.artifacts import (
+    from prefect_hpo.reporting.plots_artifact import (
         wait_for_plots as wait_for_plots,
     )
     from prefect_hpo.result import (

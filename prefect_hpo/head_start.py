@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Protocol, cast
 
 from prefect_hpo.executors.runners import ProcessRunner
-from prefect_hpo.reporting.artifacts import PlotHelper, start_drawer
+from prefect_hpo.reporting.plots_artifact import PlotHelper, start_drawer
 from prefect_hpo.trial import TrainFn
 
 _CURRENT: ContextVar[HeadStart | None] = ContextVar("prefect_hpo_head_start", default=None)

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import fsspec
 
-from prefect_hpo.errors import PrefectHPOError, StoreError, StrategyError, TooManyFailedTrials
+from prefect_hpo.errors import PrefectHPOError, StoreError, TooManyFailedTrials
 from prefect_hpo.executors.base import AdoptingExecutor, Executor, TrialHandle
 from prefect_hpo.failures import FailFast
 from prefect_hpo.loop_budget import STOP_CHECK_POLL_S, UsageCounter, may_start, spent_reason, wake_in
+from prefect_hpo.loop_proposals import Proposals
 from prefect_hpo.loop_settings import LoopResult, LoopSettings, trial_spec
 from prefect_hpo.loop_store import LoopStore
 from prefect_hpo.records import Config, Outcome, TrialRecord, TrialState, interrupt_request
@@ -33,9 +33,6 @@ from prefect_hpo.schedulers.base import PromotingScheduler
 from prefect_hpo.space import config_hash
 from prefect_hpo.strategies.base import Exhausted, MultiFidelityStrategy, ResumableStrategy, Strategy, Suggestion, Wait
 from prefect_hpo.trial import TrialSpec
-
-#: States whose configuration counts as already evaluated (or being evaluated).
-_EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.PAUSED, TrialState.INTERRUPTED)
 
 
 def run_loop(
@@ -69,10 +66,7 @@ class _SweepLoop:
         self.settings, self.reporter = settings, reporter
         self.sid, self.budget = settings.sweep_id, settings.options.budget
         stored = store.trials(self.sid)
-        # Configurations this sweep has stored: only these need a look in the store for a duplicate (this
-        # loop holds the sweep's lease, so no one else adds any); a query per proposal cost ~4% of the
-        # parent's time over 1,000 trivial trials.
-        self.stored_keys = {past.config_hash for past in stored}
+        self.proposals = Proposals(strategy, store, self.sid, settings.options, stored)
         if isinstance(strategy, ResumableStrategy):
             strategy.restore(stored)
         else:
@@ -81,14 +75,10 @@ class _SweepLoop:
                     strategy.tell(past)
         self.counter = UsageCounter(store.usage(self.sid), started_at=clock(), clock=clock)
         self.running: dict[int, TrialHandle] = {}
-        self.number = store.next_number(self.sid)
         #: trials an interrupt (or the parent's death) stopped in an earlier run: they run again (new attempts)
         #: before new ones; read when the run starts (`_reconcile_orphans`)
         self.interrupted: list[TrialRecord] = []
         self.started_in_this_run = 0
-        self.exhausted: str | None = None
-        self.duplicates_in_a_row = 0
-        self.rejections_in_a_row = 0
         self.rungs_seen = 0
         # the parts' optional abilities, looked up once (a Protocol check costs ~50 us)
         self.rung_learner = strategy if isinstance(strategy, MultiFidelityStrategy) else None
@@ -126,7 +116,7 @@ class _SweepLoop:
                 pass
             self._start_new_trials()
             if not self.running:
-                reason = self.exhausted or spent_reason(self.budget, self.counter, self.started_in_this_run)
+                reason = self.proposals.exhausted or spent_reason(self.budget, self.counter, self.started_in_this_run)
                 self._leave_paused(f"paused at a rung and not promoted before the sweep ended ({reason})")
                 self.reporter.sweep_ended(self.counter.status(self.budget, self.running), reason)
                 return LoopResult("finished", reason)
@@ -220,7 +210,7 @@ class _SweepLoop:
         resources first)."""
         self._start_held()
         while (
-            self.exhausted is None
+            self.proposals.exhausted is None
             and len(self.running) + len(self.held) < self.budget.max_concurrent
             and may_start(self.budget, self.counter, self.started_in_this_run, waiting=len(self.held))
         ):
@@ -228,32 +218,17 @@ class _SweepLoop:
             if isinstance(answer, Wait):
                 return  # nothing to propose until a running trial ends
             if answer is None or isinstance(answer, Exhausted):
-                self.exhausted = (answer or Exhausted()).reason
+                self.proposals.exhausted = (answer or Exhausted()).reason
                 return
-            suggestion = self._suggestion(answer)
-            config = suggestion.config
-            if self._rejected(config):
-                if self.exhausted is not None:
-                    return
+            suggestion = self.proposals.suggestion(answer)
+            if self.proposals.rejected(suggestion.config):
                 continue
-            key = config_hash(config)
-            if suggestion.may_repeat:  # PBT: members go on with their configuration
-                self._start_or_hold(suggestion, key)
+            key = config_hash(suggestion.config)
+            # PBT's members go on with their configuration (`may_repeat`); others are asked again, within
+            # the allowance of repeats in a row
+            in_flight = () if suggestion.may_repeat else {h.record.config_hash for h in self.running.values()}
+            if not suggestion.may_repeat and self.proposals.repeated(suggestion.config, key, in_flight):
                 continue
-            in_flight = any(h.record.config_hash == key for h in self.running.values())
-            seen = None
-            if not in_flight and key in self.stored_keys:
-                seen = self.store.find_config(self.sid, key, _EVALUATED)
-            if in_flight or (seen is not None and not seen.state.is_finished):
-                # the same configuration is in flight (e.g. a trial re-run after its parent died), as far as
-                # this loop has heard: nothing to reuse yet and nothing worth a record; ask again, within the
-                # duplicate allowance
-                self._count_duplicate()
-                continue
-            if seen is not None:
-                self._record_duplicate(config, key, seen)
-                continue
-            self.duplicates_in_a_row = 0
             self._start_or_hold(suggestion, key)
 
     def _start_or_hold(self, suggestion: Suggestion, key: str) -> None:
@@ -290,57 +265,18 @@ class _SweepLoop:
             self._stop(why, PrefectHPOError(f"trial {number} ({config}): {why}"))
         return self.ledger.place(number, request) is not None
 
-    def _suggestion(self, answer: object) -> Suggestion:
-        """A proposal as a `Suggestion` (a bare configuration is a plain one); anything else is refused."""
-        if isinstance(answer, Suggestion):
-            return answer
-        if isinstance(answer, dict):
-            return Suggestion(answer)
-        raise StrategyError(
-            f"strategy {type(self.strategy).__name__}.ask() returned {answer!r}; return a Suggestion(config), "
-            "a configuration (dict), WAIT (nothing now) or None (nothing more)"
-        )
-
-    def _create_trial(
-        self,
-        config: Config,
-        key: str,
-        state: TrialState,
-        *,
-        bracket: int = 0,
-        lineage: Mapping[str, Any] | None = None,
-        values: tuple[float, ...] | None = None,
-        metrics: Mapping[str, float] | None = None,
-        reason: str | None = None,
-        duplicate_of: int | None = None,
-    ) -> TrialRecord:
-        """Store the next trial number, remembering the configuration as stored."""
-        record = self.store.create_trial(
-            self.sid,
-            self.number,
-            config,
-            key,
-            state,
-            values=values,
-            metrics=metrics,
-            reason=reason,
-            duplicate_of=duplicate_of,
-            bracket=bracket,
-            lineage=lineage,
-        )
-        self.number += 1
-        self.stored_keys.add(record.config_hash)
-        return record
-
     def _start(self, suggestion: Suggestion, key: str) -> bool:
         """Record a new trial RUNNING and submit it (from its parent's checkpoint, when it has one), if its
         resources fit now; False (nothing recorded) where they do not."""
-        if not self._place(self.number, suggestion.config):
+        number = self.proposals.number
+        if not self._place(number, suggestion.config):
             return False
         scheduler = self.settings.scheduler
-        bracket = scheduler.bracket_for(self.number) if scheduler else 0
+        bracket = scheduler.bracket_for(number) if scheduler else 0
         lineage = suggestion.stored_lineage()
-        record = self._create_trial(suggestion.config, key, TrialState.RUNNING, bracket=bracket, lineage=lineage)
+        record = self.proposals.create_trial(
+            suggestion.config, key, TrialState.RUNNING, bracket=bracket, lineage=lineage
+        )
         if suggestion.parent is not None:
             self._inherit_checkpoint(suggestion.parent, record.number)
         self.counter.started += 1
@@ -358,47 +294,6 @@ class _SweepLoop:
         if fs.exists(source_path):
             _, target_path = fsspec.core.url_to_fs(target)
             fs.copy(source_path.rstrip("/") + "/", target_path, recursive=True)
-
-    def _rejected(self, config: Config) -> bool:
-        """Ask the user's constraint; a rejected configuration is stored PRUNED_INVALID and told as failed."""
-        if self.settings.options.constraint is None:
-            return False
-        verdict = self.settings.options.constraint(config)
-        if verdict is True or verdict is None:
-            self.rejections_in_a_row = 0
-            return False
-        reason = verdict if isinstance(verdict, str) and verdict else "rejected by the constraint"
-        invalid = self._create_trial(config, config_hash(config), TrialState.PRUNED_INVALID, reason=reason)
-        self.strategy.tell(invalid)
-        self.rejections_in_a_row += 1
-        if self.rejections_in_a_row >= self.settings.options.max_rejections_in_a_row:
-            self.exhausted = (
-                f"the constraint rejected {self.rejections_in_a_row} configurations in a row; loosen the "
-                "constraint or narrow the search space to where it holds"
-            )
-        return True
-
-    def _record_duplicate(self, config: Config, key: str, seen: TrialRecord) -> None:
-        """A repeated configuration is not run: its earlier result is reused and told again."""
-        duplicate = self._create_trial(
-            config,
-            key,
-            TrialState.PRUNED_DUPLICATE,
-            values=seen.values if seen.state.is_finished else None,
-            metrics=seen.metrics,
-            reason=f"same configuration as trial {seen.number}",
-            duplicate_of=seen.number,
-        )
-        self.strategy.tell(duplicate)
-        self._count_duplicate()
-
-    def _count_duplicate(self) -> None:
-        self.duplicates_in_a_row += 1
-        if self.duplicates_in_a_row >= self.settings.options.max_consecutive_duplicates:
-            self.exhausted = (
-                f"search space exhausted: {self.duplicates_in_a_row} proposals in a row repeated "
-                "configurations already evaluated"
-            )
 
     def _promote(self) -> bool:
         """Resume the best promotable paused trial, if any (promotion-form schedulers)."""

@@ -33,10 +33,11 @@ from prefect_hpo.loop import LoopSettings, run_loop
 from prefect_hpo.options import SweepOptions
 from prefect_hpo.overview import store_line
 from prefect_hpo.records import TrialState
-from prefect_hpo.reporting.artifacts import ArtifactReporter, PlotDrawer, plots_folder
+from prefect_hpo.reporting.artifacts import ArtifactReporter
 from prefect_hpo.reporting.base import Reporter, Reporters
 from prefect_hpo.reporting.callback import TrialCallbackReporter
 from prefect_hpo.reporting.checkpoints import TopKCheckpoints
+from prefect_hpo.reporting.plots_artifact import PlotDrawer, plots_folder
 from prefect_hpo.reporting.terminal import TerminalReporter
 from prefect_hpo.result import SweepResult, result_from_store
 from prefect_hpo.schedulers import FIFOScheduler

@@ -209,7 +209,7 @@ def test_a_bad_interval_is_named(sqlite_url: str) -> None:
 PLOT_PARENT = """
 import os, sys
 from prefect_hpo import Float, SearchSpace
-from prefect_hpo.reporting.artifacts import PlotDrawer
+from prefect_hpo.reporting.plots_artifact import PlotDrawer
 
 if __name__ == "__main__":
     reporter = PlotDrawer(SearchSpace.build({"x": Float(0, 1)}), sys.argv[1])
@@ -241,7 +241,7 @@ def test_the_plot_helper_process_leaves_with_a_killed_parent(tmp_path: Path) -> 
 
 AT_EXIT_SCRIPT = """
 import threading
-from prefect_hpo.reporting.artifacts import _PLOTS_THREAD, _wait_for_plots_at_exit
+from prefect_hpo.reporting.plots_artifact import _PLOTS_THREAD, _wait_for_plots_at_exit
 
 # plots that never finish: the exit waits for them until a Ctrl-C gives them up
 threading.Thread(target=threading.Event().wait, name=_PLOTS_THREAD + "slow", daemon=True).start()

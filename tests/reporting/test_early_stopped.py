@@ -20,8 +20,9 @@ import pytest
 from prefect_hpo import Float, Objective, SqlTrialStore, TrialState
 from prefect_hpo.ranking import compared_at_common_step, ordered, ranked, reported_values
 from prefect_hpo.records import Outcome, TrialRecord
-from prefect_hpo.reporting.artifacts import best_markdown, plots_markdown, summary_rows
+from prefect_hpo.reporting.artifacts import best_markdown, summary_rows
 from prefect_hpo.reporting.plots import comparison_of, study_of
+from prefect_hpo.reporting.plots_artifact import plots_markdown
 from prefect_hpo.result import SweepResult, result_from_store
 from prefect_hpo.space import SearchSpace
 
