@@ -22,6 +22,7 @@ from prefect_hpo.errors import PrefectHPOError, StoreError
 from prefect_hpo.executors.cluster import ClusterTrials
 from prefect_hpo.executors.local import LocalTrials
 from prefect_hpo.executors.run_states import trial_ends_as_warnings
+from prefect_hpo.executors.runner_pool import RunnerPoolTrials
 from prefect_hpo.executors.settings import ClusterExecutor, WorkPoolExecutor
 from prefect_hpo.executors.workpool import WorkPoolTrials
 from prefect_hpo.flow_heartbeats import FlowRunHeartbeats
@@ -88,7 +89,7 @@ def sweep_flow(options: SweepOptions, storage_url: SecretStr | None = None) -> S
     train, objectives, limits, executor = options.train, options.objectives, options.budget, options.executor
     url = storage_url.get_secret_value() if storage_url is not None else resolve(options.storage)
     store = SqlTrialStore(url, create=False)  # sweep() opened it first: a missing file was deleted since
-    runner: LocalTrials | WorkPoolTrials | ClusterTrials | None = None
+    runner: LocalTrials | WorkPoolTrials | RunnerPoolTrials | ClusterTrials | None = None
     held = contextlib.ExitStack()
     interrupts = held.enter_context(Interrupts())
     held.enter_context(trial_ends_as_warnings())
@@ -126,7 +127,8 @@ def sweep_flow(options: SweepOptions, storage_url: SecretStr | None = None) -> S
             runner = ClusterTrials(train, store, limits.trial_time_limit)
         elif isinstance(executor, WorkPoolExecutor):
             storage = shown(options.storage, url)  # what the workers are told: a reference, or a plain URL
-            runner = WorkPoolTrials(executor, store, import_path(train), storage, limits.trial_time_limit)
+            pool_trials = RunnerPoolTrials if executor.runners else WorkPoolTrials
+            runner = pool_trials(executor, store, import_path(train), storage, limits.trial_time_limit)
         else:
             fresh = options.fresh_processes(inventory)
             runner = LocalTrials(

@@ -25,3 +25,15 @@ def slow_first_attempt(config: dict[str, Any], trial: Any) -> float:
             time.sleep(0.1)
             trial.report(step, loss=1.0)
     return 0.5
+
+
+def only_the_first_is_slow(config: dict[str, Any], trial: Any) -> float:
+    """Trial `i=0`, at its first attempt, reports its process id and runs for a minute; the others end at once."""
+    import os
+
+    if config["i"] == 0 and trial.attempt == 1:
+        trial.report(1, loss=1.0, pid=float(os.getpid()))
+        for step in range(2, 600):
+            time.sleep(0.1)
+            trial.report(step, loss=1.0)
+    return 0.5 + config["i"]

@@ -95,6 +95,10 @@ class EndedTrials:
 
         future.add_done_callback(ended)
 
+    def put(self, handle: TrialHandle) -> None:
+        """Queue `handle`, whose `final` (or `error`) is set: a trial whose end was heard without a task."""
+        self._ended.put(handle)
+
     def wait_any(self, timeout: float | None) -> list[TrialHandle]:
         """Every handle that ended so far (waiting up to `timeout` for the first)."""
         try:

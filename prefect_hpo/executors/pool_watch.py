@@ -43,7 +43,9 @@ class WatchedJob(Protocol):
     def trial_id(self) -> int: ...
 
     @property
-    def flow_run_id(self) -> str | None: ...
+    def flow_run_id(self) -> str | None:
+        """Its flow run, once launched; None for a trial offered to runners (whose runs are watched apart)."""
+        ...
 
     def observe(self, now: float, pulse: Pulse | None) -> bool:
         """Take the trial's pulse from the store; True when its flow run's state is wanted too."""
@@ -163,7 +165,7 @@ class PoolWatch:
     def tick(self, client: FlowRunsClient) -> None:
         """One look at every job: their pulses from the store, then the states of the flow runs wanted."""
         with self._lock:
-            jobs = [job for job in self._jobs.values() if job.flow_run_id is not None]
+            jobs = list(self._jobs.values())
         if not jobs:
             return
         now = time.time()
@@ -176,6 +178,7 @@ class PoolWatch:
             if message is not None and job.flow_run_id is not None:
                 client.set_flow_run_state(UUID(job.flow_run_id), Cancelling(message=message), force=True)
                 job.cancelling_sent()
+        wanted = [job for job in wanted if job.flow_run_id is not None]  # a job without a run wants none
         if not wanted:
             return
         ids = [UUID(job.flow_run_id) for job in wanted if job.flow_run_id is not None]

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from prefect.task_runners import TaskRunner  # at run time: Prefect's parameter check reads this annotation
 
+from prefect_hpo.arguments import check_integer, is_number
 from prefect_hpo.errors import PrefectHPOError
 from prefect_hpo.records import Config
 
@@ -42,6 +43,15 @@ class WorkPoolExecutor:
         heartbeat_interval: seconds between a running trial's heartbeats in the store.
         heartbeat_timeout: a running trial silent this long is taken for dead (its worker died):
             its flow run is marked Crashed and the trial FAIL_RECOVERABLE, to be retried.
+        runners: 0 (the default): each trial is a flow run of its own. N > 0: up to N long-lived runner
+            flow runs of the same deployment take the trials one after another from the store, each trial
+            a task run of its runner (no worker poll, process start or imports per trial: for many short
+            trials). Launched on the queues the trials ask for; a runner that dies mid-trial leaves it
+            FAIL_RECOVERABLE, retried by another.
+        runner_idle_timeout: seconds a runner waits without a trial before it ends (the sweep launches
+            another when trials wait again).
+        runner_max_trials: trials a runner runs before it ends and another takes its place (None: no limit).
+        runner_max_seconds: seconds a runner takes trials for before it ends (None: no limit).
     """
 
     pool: str = "hpo"
@@ -52,6 +62,33 @@ class WorkPoolExecutor:
     poll_interval: float = 0.5
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 15.0
+    runners: int = 0
+    runner_idle_timeout: float = 60.0
+    runner_max_trials: int | None = None
+    runner_max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse settings no sweep could run with, naming the field and the fix, before anything starts."""
+        check_integer("WorkPoolExecutor.runners", self.runners, 0, "0: a flow run per trial; N: N trial runners")
+        if self.runner_max_trials is not None:
+            check_integer("WorkPoolExecutor.runner_max_trials", self.runner_max_trials, 1, "trials per runner, or None")
+        for name in ("poll_interval", "heartbeat_interval", "heartbeat_timeout", "runner_idle_timeout"):
+            value = getattr(self, name)
+            if not is_number(value) or not value > 0:
+                raise PrefectHPOError(f"WorkPoolExecutor.{name} must be a number of seconds > 0, got {value!r}")
+        if self.runner_max_seconds is not None and not (
+            is_number(self.runner_max_seconds) and self.runner_max_seconds > 0
+        ):
+            raise PrefectHPOError(
+                f"WorkPoolExecutor.runner_max_seconds must be a number of seconds > 0 or None, got "
+                f"{self.runner_max_seconds!r}"
+            )
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise PrefectHPOError(
+                f"WorkPoolExecutor.heartbeat_timeout ({self.heartbeat_timeout:g}s) must be longer than "
+                f"heartbeat_interval ({self.heartbeat_interval:g}s), or every running trial looks dead; "
+                "a few intervals is right (the default: 15s for 2s)"
+            )
 
     def queue_for(self, config: Config, asked: Mapping[str, float] | None = None) -> str:
         """The queue a trial with this configuration runs on: by these settings' `resources`, else by what the

@@ -261,19 +261,7 @@ class WorkPoolTrials(ClosedOnExit):
             "sweep_id": spec.sweep_id,
             "number": spec.number,
             "train": self._train_path,
-            "spec": {
-                "sweep_name": spec.sweep_name,
-                "objectives": [o.to_dict() for o in spec.objectives],
-                "max_steps": spec.max_steps,
-                "pass_trial": spec.pass_trial,
-                "scheduler": scheduler_to_dict(spec.scheduler),
-                "min_steps": spec.min_steps,
-                "checkpoint_path": spec.checkpoint_path,
-                "max_total_steps": spec.max_total_steps,
-                "resume_step": spec.resume_step,
-                "heartbeat_interval": self._settings.heartbeat_interval,
-                "resources": dict(spec.resources),  # claimed on the host the flow run lands on
-            },
+            "spec": trial_settings(spec, self._settings.heartbeat_interval),
         }
 
     def job(self, record: TrialRecord, spec: TrialSpec) -> WorkPoolJob:
@@ -305,6 +293,23 @@ class WorkPoolTrials(ClosedOnExit):
     def close(self) -> None:
         """Stop watching; a trial still in flight keeps its flow run (a resumed sweep adopts it)."""
         self._watch.close()
+
+
+def trial_settings(spec: TrialSpec, heartbeat_interval: float) -> dict[str, Any]:
+    """What the trial flow (or a runner) needs of a trial's settings beyond its row: plain data, shown in the UI."""
+    return {
+        "sweep_name": spec.sweep_name,
+        "objectives": [o.to_dict() for o in spec.objectives],
+        "max_steps": spec.max_steps,
+        "pass_trial": spec.pass_trial,
+        "scheduler": scheduler_to_dict(spec.scheduler),
+        "min_steps": spec.min_steps,
+        "checkpoint_path": spec.checkpoint_path,
+        "max_total_steps": spec.max_total_steps,
+        "resume_step": spec.resume_step,
+        "heartbeat_interval": heartbeat_interval,
+        "resources": dict(spec.resources),  # claimed on the host the flow run lands on
+    }
 
 
 def _cancelled_in_prefect(run_id: object) -> str:

@@ -1,4 +1,4 @@
-"""The generic trial flow: one trial, run by a Prefect worker from a work pool.
+"""The generic trial flow: one trial, run by a Prefect worker from a work pool (or, as a runner, many).
 
 It imports the training function by its import path, reads its trial from the
 trial store, runs it with reports and scheduler decisions going through the
@@ -8,7 +8,6 @@ the flow run itself. Import paths resolve from the deployment's working folder.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from typing import Any
 
@@ -16,41 +15,18 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 
-from prefect_hpo.checkpoint_layout import legacy_folder
 from prefect_hpo.errors import StoreError
 from prefect_hpo.executors.run_states import trial_run_state
+from prefect_hpo.executors.runner_limits import RunnerLimits
+from prefect_hpo.flows.runner import run_trials
+from prefect_hpo.flows.trial_parts import Heartbeat, trial_spec_from
 from prefect_hpo.host_leases import DoesNotFitHost, claim_devices, holding
 from prefect_hpo.importing import load_function
-from prefect_hpo.objective import build_objectives
 from prefect_hpo.records import Outcome, TrialState
 from prefect_hpo.resources import apply_placement, build_inventory, parse_request
-from prefect_hpo.schedulers import scheduler_from_dict
 from prefect_hpo.storage_refs import resolve
 from prefect_hpo.store.sql import SqlTrialStore
 from prefect_hpo.training import run_training, worker_id
-from prefect_hpo.trial import TrialSpec
-
-
-class Heartbeat:
-    """Writes the trial's sign of life to the store every `interval` seconds, from a daemon thread."""
-
-    def __init__(self, store: SqlTrialStore, trial_id: int, interval: float) -> None:
-        self._store, self._trial_id, self._interval = store, trial_id, interval
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="hpo-heartbeat")
-
-    def __enter__(self) -> Heartbeat:
-        self._store.beat(self._trial_id)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
-            self._store.beat(self._trial_id)
-
-    def __exit__(self, *_: object) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=self._interval + 5)
 
 
 def _cancelled_instead(outcome: Outcome) -> Outcome:
@@ -67,17 +43,17 @@ def _cancelled_instead(outcome: Outcome) -> Outcome:
     return replace(outcome, state=TrialState.PRUNED, reason=reason)
 
 
-def _checkpoint_path(spec: dict[str, Any], number: int) -> str | None:
-    """The trial's checkpoint folder as the parent resolved it; a flow run launched by a release from before
-    per-sweep folders names the root instead, and its trials use the old folder (`<root>/<cleaned name>`)."""
-    if "checkpoint_path" in spec or not spec.get("checkpoint_root"):
-        return spec.get("checkpoint_path")
-    return f"{str(spec['checkpoint_root']).rstrip('/')}/{legacy_folder(spec['sweep_name'])}/trial-{number}"
-
-
 @flow(name="hpo-trial", log_prints=False)
-def hpo_trial(storage: str, sweep_id: int, number: int, train: str, spec: dict[str, Any]) -> Any:
-    """Run trial `number` of sweep `sweep_id` and record its end in the store.
+def hpo_trial(
+    storage: str,
+    sweep_id: int,
+    number: int,
+    train: str,
+    spec: dict[str, Any],
+    runner: dict[str, Any] | None = None,
+) -> Any:
+    """Run trial `number` of sweep `sweep_id` and record its end in the store; or, given `runner`, be a trial
+    runner: take the sweep's trials offered on the runner's queue one after another (`flows.runner`).
 
     `storage` names the store as the sweep passed it: "env:NAME" or "block:NAME", resolved here on the
     worker (its environment, or the Secret block on its Prefect server), or a URL without credentials.
@@ -87,27 +63,12 @@ def hpo_trial(storage: str, sweep_id: int, number: int, train: str, spec: dict[s
     """
     store = SqlTrialStore(resolve(storage), create=False)  # the sweep made it: missing means deleted
     try:
+        if runner is not None:
+            return run_trials(store, sweep_id, train, RunnerLimits.from_parameters(runner))
         record = store.trial(sweep_id, number)
         if record.state != TrialState.RUNNING:
             return record.state.value  # a relaunch of an attempt that already ended: nothing to do
-        trial_spec = TrialSpec(
-            trial_id=record.id,
-            number=number,
-            sweep_name=spec["sweep_name"],
-            config=record.config,
-            objectives=build_objectives(spec["objectives"]),
-            max_steps=spec.get("max_steps"),
-            pass_trial=spec.get("pass_trial", True),
-            sweep_id=sweep_id,
-            bracket=record.bracket,
-            scheduler=scheduler_from_dict(spec.get("scheduler")),
-            min_steps=spec.get("min_steps"),
-            attempt=record.attempt,
-            # the parent's word (a PBT member starts from its parent's step); else a resumed attempt's last step
-            resume_step=spec.get("resume_step", record.last_step if record.attempt > 1 else None),
-            checkpoint_path=_checkpoint_path(spec, number),
-            max_total_steps=spec.get("max_total_steps"),
-        )
+        trial_spec = trial_spec_from(spec, record, sweep_id)
         with Heartbeat(store, record.id, float(spec.get("heartbeat_interval", 2.0))):
             try:
                 # this host's GPUs, claimed before the training code is imported (CUDA reads its variable once)

@@ -21,6 +21,8 @@ reports  one row per intermediate report: trial (and its sweep), step, metrics a
          (what schedulers average and rank; NULL for NaN or when not reported).
 rungs    one row per trial per rung it reached: bracket, level (step), score;
          the row id is the order in which trials reached the rung.
+dispatch one row per trial offered to long-lived runners (`WorkPoolExecutor(runners=N)`): the attempt,
+         its queue and GPUs, the trial flow's settings for it, and the runner that claimed it.
 meta     key/value: the schema version (1, 2, ...) for prefect_hpo releases that predate migrations.
 
 The tables are created and changed by the Alembic migrations in `migrations/` (see
@@ -149,4 +151,19 @@ rungs = Table(
     Column("created_at", Float, nullable=False),
     UniqueConstraint("trial_id", "level", name="uq_hpo_rungs_trial_level"),
     Index("ix_hpo_rungs_sweep_bracket_level", "sweep_id", "bracket", "level"),
+)
+
+dispatch = Table(
+    "hpo_dispatch",
+    metadata,
+    Column("trial_id", Integer, ForeignKey("hpo_trials.id", ondelete="CASCADE"), primary_key=True),
+    Column("sweep_id", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("queue", String(255), nullable=False),
+    Column("gpus", Float, nullable=False, server_default="0"),
+    Column("spec", JSON, nullable=False),
+    Column("runner", String(255)),
+    Column("offered_at", Float, nullable=False),
+    Column("claimed_at", Float),
+    Index("ix_hpo_dispatch_sweep_queue", "sweep_id", "queue"),
 )

@@ -13,6 +13,7 @@ tables and questions, all over the one `Database` the store opened:
 | `Rungs` | `store.rungs` | record_rung, rungs, rung_scores, paused_at_rungs |
 | `Heartbeats` | `store.heartbeats` | beat, heartbeat, pulses |
 | `BudgetUsage` | `store.usage` | usage, total_steps |
+| `Dispatch` | `store.dispatch` | offer, waiting, claim, release, withdraw, withdraw_all, offers |
 
 A part is usable on its own over a `Database` (a test, a tool that needs one group of calls); the store
 is their union, so that one object, opened once, answers every call without a hop per call.
@@ -24,6 +25,7 @@ from types import TracebackType
 from typing import Self
 
 from prefect_hpo.store.database import Database
+from prefect_hpo.store.dispatch import Dispatch
 from prefect_hpo.store.heartbeats import Heartbeats
 from prefect_hpo.store.leases import Leases
 from prefect_hpo.store.outages import OUTAGE_TIMEOUT_S, guard_public_methods
@@ -35,7 +37,7 @@ from prefect_hpo.store.usage import BudgetUsage
 
 
 @guard_public_methods
-class SqlTrialStore(Sweeps, Leases, Trials, Reports, Rungs, Heartbeats, BudgetUsage):
+class SqlTrialStore(Sweeps, Leases, Trials, Reports, Rungs, Heartbeats, BudgetUsage, Dispatch):
     """The single source of truth for sweeps, trials and reports.
 
     The contract, as every caller may rely on it:
