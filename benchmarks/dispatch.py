@@ -1,6 +1,6 @@
 """Dispatch overhead on a work pool: prefect_hpo against a bare `run_deployment` loop, from one run.
 
-    .venv/bin/python -m benchmarks.dispatch [--trials 8] [--seconds 5] [--rounds 3]
+    .venv/bin/python -m benchmarks.dispatch [--trials 8] [--seconds 5] [--rounds 3] [--cases bare runs runners]
 
 Starts `prefect server start` on a free loopback port and two process workers (`--limit 2`
 each: 2 workers x 2 slots), with PREFECT_WORKER_QUERY_SECONDS=1 and
@@ -12,6 +12,13 @@ median delay from a trial's flow run ending to the launcher seeing it (prefect_h
 trial task ending, the slot then free; bare: to run_deployment returning). The bare case runs
 the same sleeping flow through `run_deployment` from 4 threads, with no prefect_hpo in it.
 Target (issue 4): prefect_hpo's utilization at least 90% of the bare loop's.
+
+`runners` is prefect_hpo with `WorkPoolExecutor(runners=4)`: four long-lived runner flow runs take the
+trials one after another (issue 18; targets: at least 90% utilization for 5 s trials, 75% for 0.5 s).
+There, launch -> start is from the trial's creation to its first report, and end -> seen from the end its
+runner recorded to the parent's loop hearing of it (`on_trial_complete`). Its window starts at the first
+trial's creation, so the runners' own start (a flow run and a Python process each, once per sweep) is in
+it; "steady" leaves it out: from the first trial's start to the last end seen.
 """
 
 from __future__ import annotations
@@ -141,11 +148,69 @@ def with_prefect_hpo(trials: int, seconds: float, storage: str, name: str = "dis
     return last_seen - first_launch, delays, seen, busy
 
 
+def with_runners(trials: int, seconds: float, storage: str, name: str) -> Row:
+    """prefect_hpo with 4 runners; the window from the first trial's creation to the last end the loop heard."""
+    from benchmarks.dispatch import sleeping_trial as trial  # under its importable name, not __main__
+    from prefect_hpo import Budget, Categorical, SqlTrialStore, WorkPoolExecutor, sweep
+
+    heard: dict[int, float] = {}
+    result = sweep(
+        trial,
+        {"seconds": Categorical([seconds]), "i": Categorical(list(range(trials)))},
+        "loss",
+        "grid",
+        Budget(max_trials=trials, max_concurrent=SLOTS),
+        storage=storage,
+        name=name,
+        executor=WorkPoolExecutor(pool="bench", default_queue="default", runners=SLOTS),
+        show_progress=False,
+        on_trial_complete=lambda number, *_: heard.__setitem__(number, time.time()),
+    )
+    store = SqlTrialStore(storage)
+    started = {r.number: r.metrics["started"] for r in store.reports(result.records[0].sweep_id)}
+    store.close()
+    created = {r.number: r.created_at.timestamp() for r in result.records if r.created_at}
+    ended = {r.number: r.finished_at.timestamp() for r in result.records if r.finished_at}
+    delays = [started[n] - created[n] for n in started]
+    seen = [heard[n] - ended[n] for n in heard if n in ended]
+    first, last = min(created.values()), max(heard.values())
+    # steady: from the moment every slot has run a trial (all runners up) to the last end the loop heard,
+    # counting the part of each trial's sleep inside that window
+    up = sorted(started.values())[SLOTS - 1]
+    inside = sum(max(0.0, min(ended[n], last) - max(started[n], up)) for n in started if n in ended)
+    steady = inside / ((last - up) * SLOTS)
+    print(f"{name}: steady utilization (all {SLOTS} runners up at {up - first:.1f} s -> last end seen) {steady:.0%}")
+    if os.environ.get("DISPATCH_TIMELINE"):
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=f"{name}-runner-")))
+            for run in sorted(runs, key=lambda r: r.created or 0):
+                print(
+                    f"  {run.name}: created {run.created.timestamp() - first:6.2f} "  # type: ignore[union-attr]
+                    f"running {run.start_time.timestamp() - first if run.start_time else float('nan'):6.2f}"
+                )
+        for n in sorted(created):
+            print(
+                f"  trial {n}: created {created[n] - first:6.2f} started {started.get(n, 0) - first:6.2f} "
+                f"ended {ended.get(n, 0) - first:6.2f} heard {heard.get(n, 0) - first:6.2f}"
+            )
+    return last - first, delays, seen, trials * seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each case, alternating")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["bare", "runs", "runners"],
+        choices=["bare", "runs", "runners"],
+        help="bare run_deployment loop; prefect_hpo, a flow run per trial; prefect_hpo with 4 runners",
+    )
     args = parser.parse_args()
     prefect = str(Path(sys.executable).with_name("prefect"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,23 +240,38 @@ def main() -> None:
                     workers.append(_start(cmd, wenv, home / f"w{i}.log"))
                 time.sleep(5)  # let both workers register before the first launch (start-up, not measured)
                 rows = []
-                for round_ in range(1, args.rounds + 1):  # alternate the two: the machine's noise hits both
-                    rows.append((f"bare run_deployment loop, round {round_}", *bare(args.trials, args.seconds)))
-                    storage = f"sqlite:///{home}/hpo-{round_}.db"
-                    rows.append(
-                        (
-                            f"prefect_hpo WorkPoolExecutor, round {round_}",
-                            *with_prefect_hpo(args.trials, args.seconds, storage, f"dispatch-{round_}"),
+                for round_ in range(1, args.rounds + 1):  # alternate the cases: the machine's noise hits all
+                    if "bare" in args.cases:
+                        rows.append((f"bare run_deployment loop, round {round_}", *bare(args.trials, args.seconds)))
+                    if "runs" in args.cases:
+                        storage = f"sqlite:///{home}/hpo-{round_}.db"
+                        rows.append(
+                            (
+                                f"prefect_hpo WorkPoolExecutor, round {round_}",
+                                *with_prefect_hpo(args.trials, args.seconds, storage, f"dispatch-{round_}"),
+                            )
                         )
-                    )
+                    if "runners" in args.cases:
+                        storage = f"sqlite:///{home}/runners-{round_}.db"
+                        rows.append(
+                            (
+                                f"runners WorkPoolExecutor(runners=4), round {round_}",
+                                *with_runners(args.trials, args.seconds, storage, f"runners-{round_}"),
+                            )
+                        )
         finally:
             for proc in [*workers, server]:
                 proc.terminate()
                 proc.wait(timeout=30)
+            if os.environ.get("DISPATCH_TIMELINE"):  # keep the workers' output (their flow runs' logs) to read
+                import shutil
+
+                for log in home.glob("*.log"):
+                    shutil.copy(log, Path(tempfile.gettempdir()) / f"dispatch-{log.name}")
     print(f"{args.trials} trials of {args.seconds:g} s, 2 workers x 2 slots, {os.cpu_count()} cores\n")
     print("| case | wall s | utilization | median launch -> start s | median end -> seen s |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    uses: dict[str, list[float]] = {"bare": [], "prefect_hpo": []}
+    uses: dict[str, list[float]] = {"bare": [], "prefect_hpo": [], "runners": []}
     for name, wall, delays, seen, busy in rows:
         use = busy / (wall * SLOTS)
         uses[name.split()[0]].append(use)
@@ -199,8 +279,8 @@ def main() -> None:
             f"| {name} | {wall:.1f} | {use:.0%} | {statistics.median(delays):.2f} "
             f"| {statistics.median(seen) if seen else float('nan'):.2f} |"
         )
-    bare_use, ours = statistics.median(uses["bare"]), statistics.median(uses["prefect_hpo"])
-    print(f"\nmedian utilization: bare {bare_use:.0%}, prefect_hpo {ours:.0%} ({ours / bare_use:.0%} of bare)")
+    medians = {case: statistics.median(values) for case, values in uses.items() if values}
+    print("\nmedian utilization: " + ", ".join(f"{case} {use:.0%}" for case, use in medians.items()))
 
 
 if __name__ == "__main__":

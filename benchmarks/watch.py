@@ -11,6 +11,9 @@ trial in ten, at random times, with the moment it wrote it.
 
 Cases, each with N trials in flight for `--seconds`:
 - `one watcher`: `PoolWatch` at the default 0.5 s tick;
+- `runners`: the same watcher in runner mode (`WorkPoolExecutor(runners=N)`): each trial an `OfferedJob` (offered
+  in the store, claimed: it has heartbeats), read from the store alone; the runners' own flow runs (N of
+  them, read every 5 s) are not simulated;
 - `a watcher per trial`: what the parent did before (a thread per trial reading its flow run's state and its
   heartbeat every 0.5 s; here it reads the trial's end from the store, as the simulated fleet ends no flow
   run: one request and two queries a poll, as before), up to `--per-trial-up-to` trials in flight (beyond,
@@ -118,7 +121,9 @@ def run_case(case: str, in_flight: int, seconds: float, api: str, workdir: Path,
     from prefect.states import Running
 
     from prefect_hpo import SqlTrialStore, WorkPoolExecutor
+    from prefect_hpo.executors.base import EndedTrials, TrialHandle
     from prefect_hpo.executors.pool_watch import PoolWatch
+    from prefect_hpo.executors.runner_pool import OfferedJob
     from prefect_hpo.executors.workpool import WorkPoolJob
     from prefect_hpo.objective import Objective
     from prefect_hpo.trial import TrialSpec
@@ -131,7 +136,8 @@ def run_case(case: str, in_flight: int, seconds: float, api: str, workdir: Path,
     store = SqlTrialStore(url)
     objectives = (Objective("loss"),)
     sid = store.open_sweep("watch", space={}, objectives=[o.to_dict() for o in objectives], strategy="-", budget={})
-    settings = WorkPoolExecutor()  # the defaults: 0.5 s ticks, 15 s heartbeat timeout
+    # the defaults: 0.5 s ticks (0.1 s with runners), 15 s heartbeat timeout
+    settings = WorkPoolExecutor(runners=4) if case == "runners" else WorkPoolExecutor()
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
         records, runs = [], []
         for number in range(in_flight):
@@ -155,7 +161,7 @@ def run_case(case: str, in_flight: int, seconds: float, api: str, workdir: Path,
         if case == "one watcher":
             watch = PoolWatch(
                 stores,
-                settings.poll_interval,
+                settings.watch_interval,
                 settings.heartbeat_timeout,
                 client=lambda: contextlib.nullcontext(counting),
             )
@@ -171,6 +177,30 @@ def run_case(case: str, in_flight: int, seconds: float, api: str, workdir: Path,
                         seen[job.trial_id] = time.time()
 
                 threads.append(threading.Thread(target=contextvars.copy_context().run, args=(follow,), daemon=True))
+        elif case == "runners":
+            watch = PoolWatch(
+                stores,
+                settings.watch_interval,
+                settings.heartbeat_timeout,
+                client=lambda: contextlib.nullcontext(counting),
+            )
+            ended_trials = EndedTrials()
+            for record in records:
+                spec = TrialSpec(record.id, record.number, "watch", record.config, objectives, None, True, sweep_id=sid)
+                store.offer(sid, record.id, 1, "cpu", 0, {})
+                handle = TrialHandle(record=record, spec=spec, started=time.time())
+                watch.add(
+                    OfferedJob(
+                        handle,
+                        "cpu",
+                        store,
+                        settings,
+                        None,
+                        ended_trials,
+                        lambda job: seen.__setitem__(job.trial_id, time.time()),
+                        lambda _run: None,
+                    )
+                )
         else:  # the parent before: each trial's own thread reads its flow run and its heartbeat every 0.5 s
             watch = None
 
@@ -187,7 +217,7 @@ def run_case(case: str, in_flight: int, seconds: float, api: str, workdir: Path,
                         if store.pulses([trial_id])[trial_id].state.value != "RUNNING":
                             seen[trial_id] = time.time()
                             return
-                        stop.wait(settings.poll_interval)
+                        stop.wait(settings.watch_interval)
 
             for trial_id, run_id in zip(ids, runs, strict=True):
                 threads.append(
@@ -229,6 +259,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--in-flight", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--per-trial-up-to", type=int, default=100)
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["one watcher", "runners", "a watcher per trial"],
+        choices=["one watcher", "runners", "a watcher per trial"],
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hpo-watch-") as tmp:
@@ -245,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             _wait_for(api, server)
             rows = []
             for n in args.in_flight:
-                for case in ("one watcher", "a watcher per trial"):
+                for case in args.cases:
                     if case == "a watcher per trial" and n > args.per_trial_up_to:
                         continue
                     # each case in a process of its own: its CPU time, memory and threads are its alone

@@ -56,9 +56,12 @@ def _signal(proc: subprocess.Popen[bytes], group: int | None, signum: int) -> No
 
 
 @contextmanager
-def start_prefect_server(home: Path, env: Mapping[str, str] = {}, ui: bool = False) -> Iterator[str]:
-    """`prefect server start` on a free loopback port with its own home; yields its API URL once healthy."""
-    port = free_port()
+def start_prefect_server(
+    home: Path, env: Mapping[str, str] = {}, ui: bool = False, port: int | None = None
+) -> Iterator[str]:
+    """`prefect server start` on a free loopback port (or `port`: a server started again where it was) with its
+    own home; yields its API URL once healthy."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}/api"
     full = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     full.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED=str(ui).lower())

@@ -14,18 +14,24 @@ a runner again where trials wait and fewer are alive (a runner ends when idle, a
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
+from uuid import UUID
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments import run_deployment
+from prefect.states import Cancelled, Crashed
 
-from prefect_hpo.errors import StoreError
+from prefect_hpo.errors import PrefectHPOError, StoreError
 from prefect_hpo.executors.base import ClosedOnExit, EndedTrials, TrialHandle
 from prefect_hpo.executors.pool_watch import FlowRunsClient, PoolWatch
 from prefect_hpo.executors.runner_limits import RunnerLimits
@@ -48,9 +54,11 @@ class OfferedJob:
         settings: WorkPoolExecutor,
         time_limit: float | None,
         ended: EndedTrials,
-        on_end: Any,
+        on_end: Callable[[OfferedJob], None],
+        runner_lost: Callable[[str], None],
     ) -> None:
         self.handle, self.queue = handle, queue
+        self._runner_lost = runner_lost
         self._store, self._settings, self._time_limit = store, settings, time_limit
         self._ended, self._on_end = ended, on_end
         self._lock = threading.Lock()
@@ -84,14 +92,18 @@ class OfferedJob:
             reason = f"ran past trial_time_limit={self._time_limit:g}s and its runner did not stop it"
             self._decide(Outcome(TrialState.FAIL, error=f"TrialTimeout: {reason}", reason=reason))
         elif now - pulse.heartbeat_at > timeout:
+            spec = self.handle.spec
+            claimant = self._store.claimant(spec.trial_id, spec.attempt)
             self._decide(
                 Outcome(
                     TrialState.FAIL_RECOVERABLE,
                     error=f"no heartbeat for {now - pulse.heartbeat_at:.0f}s (heartbeat_timeout={timeout:g}s): "
-                    "its runner died or lost the trial store",
+                    f"its runner ({claimant}) died or lost the trial store",
                     duration=now - self._claimed_at,
                 )
             )
+            if claimant is not None and "/" in claimant:
+                self._runner_lost(claimant.rsplit("/", 1)[1])  # its flow run: no longer counted as a runner
         return False
 
     def wants_cancelling(self) -> str | None:
@@ -144,20 +156,22 @@ class OfferedJob:
 class RunnerRun:
     """One runner's flow run, as the parent watches it: its state read every `look_every` seconds."""
 
-    def __init__(self, key: int, flow_run_id: str, queue: str, look_every: float, fleet: RunnerFleet) -> None:
-        self._key, self._flow_run_id, self.queue = key, flow_run_id, queue
+    def __init__(self, key: int, queue: str, look_every: float, fleet: RunnerFleet) -> None:
+        self.key, self.queue = key, queue
         self._look_every, self._fleet = look_every, fleet
         self._next_look = time.time() + look_every
+        #: set once its launch has created it
+        self.flow_run_id: str | None = None
+        #: a trial it claimed went silent: it is looked at, marked Crashed and replaced at the next tick
+        self.lost = False
 
     @property
     def trial_id(self) -> int:
-        return -self._key  # never a trial's id: its pulse is always None
-
-    @property
-    def flow_run_id(self) -> str | None:
-        return self._flow_run_id
+        return -self.key  # never a trial's id: its pulse is always None
 
     def observe(self, now: float, pulse: Pulse | None) -> bool:
+        if self.lost:
+            return True
         if now < self._next_look:
             return False
         self._next_look = now + self._look_every
@@ -170,7 +184,12 @@ class RunnerRun:
         return None
 
     def judge(self, now: float, state: State | None, client: FlowRunsClient) -> None:
-        if state is None or state.is_final():
+        if self.lost and state is not None and not state.is_final() and self.flow_run_id is not None:
+            # its trial went silent: the runner died with its process or machine, and its worker (if alive)
+            # never reports it; Crashed, as the per-trial watcher marks a silent trial's run
+            message = "its trial went silent past heartbeat_timeout: the runner died; the trial runs again"
+            client.set_flow_run_state(UUID(self.flow_run_id), Crashed(message=message), force=True)
+        if self.lost or state is None or state.is_final():
             self._fleet.ended(self)
 
     def give_up(self, error: BaseException) -> None:
@@ -178,7 +197,12 @@ class RunnerRun:
 
 
 class RunnerFleet:
-    """A sweep's runner flow runs: launched where trials wait and fewer runners are alive, at most N."""
+    """A sweep's runner flow runs: launched where trials wait and fewer runners are alive, at most N.
+
+    Each launch (one `run_deployment`, a few requests) runs on a thread of its own, in the sweep's Prefect
+    context, so that the loop goes on offering trials meanwhile; a runner counts as alive from the moment
+    its launch starts. A launch that fails (no such deployment, the API unreachable) is handed to `failed`,
+    and nothing more is launched."""
 
     def __init__(
         self,
@@ -187,14 +211,16 @@ class RunnerFleet:
         parameters: dict[str, Any],
         limits: dict[str, RunnerLimits],
         sweep_name: str,
+        failed: Callable[[BaseException], None],
     ) -> None:
         self._settings, self._watch, self._parameters = settings, watch, parameters
-        self._limits, self._sweep_name = limits, sweep_name
+        self._limits, self._sweep_name, self._failed = limits, sweep_name, failed
         self._lock = threading.Lock()
         self._alive: dict[int, RunnerRun] = {}
         self._in_flight: Counter[str] = Counter()
         self._keys = itertools.count(1)
         self._closed = False
+        self._launches: list[threading.Thread] = []
         self.launched = 0
 
     def trial_started(self, queue: str) -> None:
@@ -217,6 +243,14 @@ class RunnerFleet:
         with self._lock:
             return len(self._alive)
 
+    def lost(self, flow_run_id: str) -> None:
+        """A trial that runner `flow_run_id` claimed went silent: the runner is taken for dead."""
+        with self._lock:
+            for run in self._alive.values():
+                if run.flow_run_id == flow_run_id:
+                    run.lost = True
+        self._watch.wake()
+
     def ensure(self) -> None:
         """Launch runners on the queues whose trials in flight outnumber their runners, up to N in all."""
         while True:
@@ -228,27 +262,54 @@ class RunnerFleet:
                 if not short:
                     return
                 key = next(self._keys)
-            self._launch(key, short[0])
+                run = RunnerRun(key, short[0], max(1.0, self._settings.heartbeat_timeout / 3), self)
+                self._alive[key] = run
+                context = contextvars.copy_context()  # the sweep's Prefect settings and flow run
+                launch = threading.Thread(
+                    target=context.run, args=(self._launch, run), daemon=True, name=f"hpo-runner-launch-{key}"
+                )
+                self._launches = [thread for thread in self._launches if thread.is_alive()] + [launch]
+            launch.start()
 
-    def _launch(self, key: int, queue: str) -> None:
-        limits = self._limits.setdefault(queue, RunnerLimits(queue=queue))
-        run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync: called outside any event loop
-            self._settings.deployment,
-            parameters={**self._parameters, "runner": limits.to_parameters()},
-            work_queue_name=queue,
-            flow_run_name=f"{self._sweep_name}-runner-{key}",
-            idempotency_key=f"prefect-hpo:runner:{uuid.uuid4().hex}",
-            timeout=0,
-        )
-        watched = RunnerRun(key, str(run.id), queue, max(1.0, self._settings.heartbeat_timeout / 3), self)
+    def _launch(self, run: RunnerRun) -> None:
+        limits = self._limits.setdefault(run.queue, RunnerLimits(queue=run.queue))
+        try:
+            launched: FlowRun = run_deployment(  # type: ignore[assignment]  # sync: called outside any event loop
+                self._settings.deployment,
+                parameters={**self._parameters, "runner": limits.to_parameters()},
+                work_queue_name=run.queue,
+                flow_run_name=f"{self._sweep_name}-runner-{run.key}",
+                idempotency_key=f"prefect-hpo:runner:{uuid.uuid4().hex}",
+                timeout=0,
+            )
+        except Exception as exc:  # noqa: BLE001 - every launch failure ends the sweep with the same advice
+            with self._lock:
+                self._alive.pop(run.key, None)
+                self._closed = True
+            self._failed(exc)
+            return
+        run.flow_run_id = str(launched.id)
         with self._lock:
-            self._alive[key] = watched
             self.launched += 1
-        self._watch.add(watched)
+        self._watch.add(run)
 
-    def close(self) -> None:
+    def close(self, client: Callable[[], AbstractContextManager[FlowRunsClient]]) -> None:
+        """Launch nothing more; wait (briefly) for launches under way, and cancel the runners that have not
+        started (their trials are over: a worker would start one only for it to end at once)."""
         with self._lock:
             self._closed = True
+            launches = list(self._launches)
+        for launch in launches:
+            launch.join(timeout=30)
+        with self._lock:
+            ids = [UUID(run.flow_run_id) for run in self._alive.values() if run.flow_run_id is not None]
+        if not ids:
+            return
+        with contextlib.suppress(Exception), client() as api:  # only tidiness: a runner ends by itself anyway
+            waiting = api.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids))
+            for run in waiting:
+                if run.state is not None and (run.state.is_scheduled() or run.state.is_pending()):
+                    api.set_flow_run_state(run.id, Cancelled(message="the sweep ended before this runner started"))
 
 
 class RunnerPoolTrials(ClosedOnExit):
@@ -267,9 +328,11 @@ class RunnerPoolTrials(ClosedOnExit):
         self._settings, self._store, self._train_path, self._storage = settings, store, train_path, storage
         self._time_limit = trial_time_limit
         self._ended = EndedTrials()
-        self._watch = PoolWatch(store, settings.poll_interval, patience=settings.heartbeat_timeout)
+        self._watch = PoolWatch(store, settings.watch_interval, patience=settings.heartbeat_timeout)
         self._fleet: RunnerFleet | None = None
         self._sweep_id: int | None = None
+        self._lock = threading.Lock()
+        self._jobs: dict[int, OfferedJob] = {}  # in flight, by trial id
 
     def _fleet_for(self, spec: TrialSpec) -> RunnerFleet:
         if self._fleet is None:
@@ -284,8 +347,23 @@ class RunnerPoolTrials(ClosedOnExit):
             limits = {
                 queue: self._limits(queue) for queue in {*self._settings.queues.values(), self._settings.default_queue}
             }
-            self._fleet = RunnerFleet(self._settings, self._watch, parameters, limits, spec.sweep_name)
+            self._fleet = RunnerFleet(
+                self._settings, self._watch, parameters, limits, spec.sweep_name, self._launch_failed
+            )
         return self._fleet
+
+    def _launch_failed(self, error: BaseException) -> None:
+        """No runner could be launched: every trial in flight ends with an error that names the fix, and the
+        sweep with it (as a trial's launch failing does with a flow run per trial)."""
+        failure = PrefectHPOError(
+            f"executor: a trial runner could not be launched from deployment {self._settings.deployment!r} "
+            f"({type(error).__name__}: {error}); deploy the trial flow to pool {self._settings.pool!r} with "
+            "prefect_hpo.setup_work_pool(), or name its deployment in WorkPoolExecutor(deployment=...)"
+        )
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.give_up(failure)
 
     def _limits(self, queue: str) -> RunnerLimits:
         s = self._settings
@@ -311,12 +389,23 @@ class RunnerPoolTrials(ClosedOnExit):
             self._settings,
             self._time_limit,
             self._ended,
-            lambda done: fleet.trial_ended(done.queue),
+            self._job_ended,
+            fleet.lost,
         )
         handle.detail["job"] = job
+        with self._lock:
+            self._jobs[spec.trial_id] = job
         self._watch.add(job)
         fleet.trial_started(queue)
         return handle
+
+    def _job_ended(self, job: OfferedJob) -> None:
+        with self._lock:
+            if self._jobs.get(job.trial_id) is job:
+                del self._jobs[job.trial_id]
+        self._watch.done(job)
+        if self._fleet is not None:
+            self._fleet.trial_ended(job.queue)
 
     def adopt(self, record: TrialRecord, spec: TrialSpec) -> TrialHandle:
         """Watch again an attempt a dead parent offered: its offer stands (offering it again keeps it, claimed
@@ -335,7 +424,7 @@ class RunnerPoolTrials(ClosedOnExit):
         """Stop launching runners and take back the offers no runner claimed; runners see the sweep is over
         (its status, within a second) and end."""
         if self._fleet is not None:
-            self._fleet.close()
+            self._fleet.close(lambda: get_client(sync_client=True))
         self._watch.close()
         if self._sweep_id is not None:
             with contextlib.suppress(StoreError):

@@ -40,6 +40,7 @@ class WorkPoolExecutor:
             sweep's `resources`).
         poll_interval: seconds between the sweep's looks at its trials in flight (one store query for all
             of them; a flow run's state is read only when its trial has gone silent or was asked to stop).
+            Default: 0.5 with a flow run per trial, 0.1 with runners.
         heartbeat_interval: seconds between a running trial's heartbeats in the store.
         heartbeat_timeout: a running trial silent this long is taken for dead (its worker died):
             its flow run is marked Crashed and the trial FAIL_RECOVERABLE, to be retried.
@@ -59,7 +60,7 @@ class WorkPoolExecutor:
     queues: Mapping[str, str] = field(default_factory=lambda: {"gpu": "gpu"})
     default_queue: str = "cpu"
     resources: Resources | None = None
-    poll_interval: float = 0.5
+    poll_interval: float | None = None
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 15.0
     runners: int = 0
@@ -74,6 +75,8 @@ class WorkPoolExecutor:
             check_integer("WorkPoolExecutor.runner_max_trials", self.runner_max_trials, 1, "trials per runner, or None")
         for name in ("poll_interval", "heartbeat_interval", "heartbeat_timeout", "runner_idle_timeout"):
             value = getattr(self, name)
+            if name == "poll_interval" and value is None:
+                continue
             if not is_number(value) or not value > 0:
                 raise PrefectHPOError(f"WorkPoolExecutor.{name} must be a number of seconds > 0, got {value!r}")
         if self.runner_max_seconds is not None and not (
@@ -89,6 +92,15 @@ class WorkPoolExecutor:
                 f"heartbeat_interval ({self.heartbeat_interval:g}s), or every running trial looks dead; "
                 "a few intervals is right (the default: 15s for 2s)"
             )
+
+    @property
+    def watch_interval(self) -> float:
+        """Seconds between the sweep's looks at its trials: `poll_interval`, else 0.5 s with a flow run per
+        trial and 0.1 s with runners (a runner starts the next trial as soon as the sweep has heard of the
+        last one's end, so the look is most of the gap between two short trials; it is one store query)."""
+        if self.poll_interval is not None:
+            return self.poll_interval
+        return 0.1 if self.runners else 0.5
 
     def queue_for(self, config: Config, asked: Mapping[str, float] | None = None) -> str:
         """The queue a trial with this configuration runs on: by these settings' `resources`, else by what the

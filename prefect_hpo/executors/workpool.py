@@ -252,7 +252,7 @@ class WorkPoolTrials(ClosedOnExit):
         self._time_limit = trial_time_limit
         self._uids: dict[int, str] = {}
         self._ended = EndedTrials()
-        self._watch = PoolWatch(store, settings.poll_interval, patience=settings.heartbeat_timeout)
+        self._watch = PoolWatch(store, settings.watch_interval, patience=settings.heartbeat_timeout)
 
     def parameters(self, spec: TrialSpec) -> dict[str, Any]:
         """The trial flow's parameters: plain data only (they show in the UI)."""

@@ -17,11 +17,13 @@ late writes are refused: its attempt is over).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 
 from prefect.context import FlowRunContext
 
+from prefect_hpo.errors import StoreError
 from prefect_hpo.executors.jobs import RunnerJob, trial_task
 from prefect_hpo.executors.runner_limits import RunnerLimits
 from prefect_hpo.executors.runners import ProcessRunner
@@ -53,6 +55,11 @@ class _Processes:
             self._kept[fresh] = ProcessRunner(self._train, self._url, 1, fresh=fresh)
         return self._kept[fresh]
 
+    def warm(self, fresh: bool) -> None:
+        """Start the fork server and a worker now, in the background: its imports (the training module's)
+        overlap the runner's own start and its first claim rather than delaying its first trial."""
+        self.for_trial(fresh).start_workers()
+
     def close(self) -> None:
         for runner in self._kept.values():
             runner.close()
@@ -70,7 +77,12 @@ def run_trials(store: SqlTrialStore, sweep_id: int, train: str, limits: RunnerLi
     name = runner_name()
     inventory = build_inventory("auto", None)
     gpus_here = float(len(inventory.devices))
-    processes = _Processes(load_function(train), store.url)  # imported once, here: every trial starts warm
+    try:
+        function = load_function(train)  # imported once, here: every trial starts warm
+    except Exception as exc:  # noqa: BLE001 - each trial it takes fails with why, as a flow run per trial would
+        return _fail_offers(store, sweep_id, limits, name, gpus_here, f"{type(exc).__name__}: {exc}")
+    processes = _Processes(function, store.url)
+    processes.warm(fresh=gpus_here > 0)  # a GPU host's trials each get a fresh process
     started = idle_since = last_status = time.monotonic()
     ran = 0
     try:
@@ -98,6 +110,29 @@ def run_trials(store: SqlTrialStore, sweep_id: int, train: str, limits: RunnerLi
             time.sleep(IDLE_POLL_S)
     finally:
         processes.close()
+
+
+def _fail_offers(
+    store: SqlTrialStore, sweep_id: int, limits: RunnerLimits, name: str, gpus_here: float, error: str
+) -> str:
+    """A runner whose training function cannot be imported here: every trial it claims fails with the error
+    (the sweep stops on its failures, with the reason in each trial) until it is idle or the sweep ends."""
+    failed = 0
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < min(limits.idle_timeout, 10.0):
+        offer = store.claim(sweep_id, limits.queue, name, gpus_here)
+        if offer is None:
+            if store.sweep(sweep_id)["status"] != "running":
+                break
+            time.sleep(IDLE_POLL_S * 10)
+            continue
+        reason = f"the training function could not be imported on this worker: {error}"
+        with contextlib.suppress(StoreError):  # the sweep ended it meanwhile
+            store.end_attempt(offer.trial_id, offer.attempt, Outcome(TrialState.FAIL, error=reason, worker=name))
+        store.release(offer.trial_id, offer.attempt)
+        failed += 1
+        idle_since = time.monotonic()
+    return f"failed {failed} trials: the training function could not be imported ({error})"
 
 
 def _run_one(

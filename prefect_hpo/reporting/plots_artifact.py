@@ -181,15 +181,24 @@ class _Plots:
             )
 
 
-def _wait_for_events_sent() -> None:
+#: How long the plots thread waits for Prefect to send the artifact's event (it takes milliseconds with a
+#: server that answers).
+EVENTS_TIMEOUT_S = 10.0
+
+
+def _wait_for_events_sent(timeout: float = EVENTS_TIMEOUT_S) -> None:
     """Wait until Prefect's events worker has sent what it queues (the artifact's `prefect.artifact.created`).
 
     The plots are often published at the script's exit, just before Prefect drains that worker; a drain that
     finds an event still queued logs a WARNING ("Still processing items"), which a normal run must not print.
-    The worker's queue is joined from here instead, while it is still running (it sends or drops each item).
+    The worker's queue is joined from here instead, while it is still running (it sends or drops each item),
+    for `timeout` seconds at most: with its server gone (stopped, unreachable) the worker retries an event
+    for minutes, and the join has no timeout of its own, so it waits on a daemon thread that the exit leaves.
     """
     if should_emit_events():
-        EventsWorker.instance().wait_until_empty()
+        joined = threading.Thread(target=EventsWorker.instance().wait_until_empty, daemon=True, name="hpo-events")
+        joined.start()
+        joined.join(timeout)
 
 
 def wait_for_plots(timeout: float | None = None) -> bool:

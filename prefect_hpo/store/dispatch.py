@@ -109,6 +109,13 @@ class Dispatch(StorePart):
             conn.execute(update(t).where(t.c.id == row.trial_id).values(heartbeat_at=now, worker=runner[:255]))
         return Offer(int(row.trial_id), int(row.number), int(row.attempt), dict(row.spec))
 
+    def claimant(self, trial_id: int, attempt: int) -> str | None:
+        """The runner that claimed the attempt, if one did (as it named itself: host:pid/flow run id)."""
+        d = schema.dispatch
+        with self.database.read() as conn:
+            found = conn.execute(select(d.c.runner).where(d.c.trial_id == trial_id, d.c.attempt == attempt)).scalar()
+        return None if found is None else str(found)
+
     def withdraw(self, trial_id: int, attempt: int) -> bool:
         """Take back the attempt's offer if no runner has claimed it; False when one has (or there is none)."""
         d = schema.dispatch

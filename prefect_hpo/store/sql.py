@@ -13,7 +13,7 @@ tables and questions, all over the one `Database` the store opened:
 | `Rungs` | `store.rungs` | record_rung, rungs, rung_scores, paused_at_rungs |
 | `Heartbeats` | `store.heartbeats` | beat, heartbeat, pulses |
 | `BudgetUsage` | `store.usage` | usage, total_steps |
-| `Dispatch` | `store.dispatch` | offer, waiting, claim, release, withdraw, withdraw_all, offers |
+| `Dispatch` | `store.dispatch` | offer, waiting, claim, claimant, release, withdraw, withdraw_all, offers |
 
 A part is usable on its own over a `Database` (a test, a tool that needs one group of calls); the store
 is their union, so that one object, opened once, answers every call without a hop per call.

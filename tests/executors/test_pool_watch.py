@@ -94,7 +94,7 @@ def test_one_watcher_reads_only_the_flow_runs_of_silent_queued_or_stopped_trials
         ready.wait(timeout=30)
         return contextlib.nullcontext(spy)
 
-    watch = PoolWatch(stores, settings.poll_interval, patience=TIMEOUT, client=opened)
+    watch = PoolWatch(stores, settings.watch_interval, patience=TIMEOUT, client=opened)
     now = time.time()
     kinds = ["healthy", "ends", "silent", "cancelled-by-a-person", "queued", "past-its-limit"]
     jobs: dict[str, WorkPoolJob] = {}

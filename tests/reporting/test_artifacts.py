@@ -44,6 +44,7 @@ from prefect_hpo.reporting.artifacts import (
     summary_rows,
 )
 from prefect_hpo.trial import Trial
+from tests.servers import free_port
 
 
 def record(number: int, state: TrialState, values: tuple[float, ...] | None, **config: Any) -> TrialRecord:
@@ -272,3 +273,31 @@ def test_a_ctrl_c_while_the_exit_waits_for_plots_ends_the_process_at_once_and_qu
             proc.kill()
             proc.wait()
     assert "Traceback" not in said and "KeyboardInterrupt" not in said, said
+
+
+GONE_SCRIPT = """
+import sys, time
+from prefect.events import emit_event
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect_hpo.reporting.plots_artifact import _wait_for_events_sent
+
+with temporary_settings({PREFECT_API_URL: sys.argv[1]}):
+    emit_event("prefect-hpo.test.unsendable", resource={"prefect.resource.id": "prefect-hpo.test"})
+    start = time.monotonic()
+    _wait_for_events_sent(timeout=2)
+    print(f"waited {time.monotonic() - start:.1f}", flush=True)
+"""
+
+
+def test_waiting_for_the_plots_event_to_be_sent_gives_up_when_the_server_is_gone(tmp_path: Path) -> None:
+    """A sweep whose Prefect server is gone when its plots are published (stopped, unreachable) must not hang
+    at exit: Prefect's events worker retries an event it cannot send, and joining its queue has no timeout."""
+    script = tmp_path / "gone.py"
+    script.write_text(GONE_SCRIPT)
+    gone = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(script), gone], capture_output=True, text=True, env=env, timeout=120)
+    waited = [line for line in done.stdout.splitlines() if line.startswith("waited ")]
+    assert waited and float(waited[0].split()[1]) < 4, done.stdout + done.stderr[-2000:]
+    assert done.returncode == 0 and time.monotonic() - start < 60  # Prefect's own drain at exit gives up too
